@@ -1,0 +1,3 @@
+module github.com/skiffkit/skiff
+
+go 1.26.0

@@ -163,14 +163,17 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 			q.m.retries.Inc()
 		}
 	}
-	if now == 0 {
-		now = q.now()
-	}
 	i, ok := q.index[key]
 	if !ok {
 		i = q.alloc(key)
 	}
 	e := &q.entries[i]
+	if after <= 0 && e.readyIdx >= 0 && prio <= e.readyPrio {
+		return // the common duplicate: already ready at this priority or higher
+	}
+	if now == 0 {
+		now = q.now()
+	}
 	if e.backoff && !backoff {
 		if !bypass {
 			e.waitPrio = max(e.waitPrio, prio)

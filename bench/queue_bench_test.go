@@ -263,7 +263,10 @@ func BenchmarkQueueContended(b *testing.B) {
 			for _, k := range keys[:n] {
 				q.Add(k)
 			}
-			var workers sync.WaitGroup
+			var (
+				workers sync.WaitGroup
+				stop    atomic.Bool // set when timing ends: skip the work so a draining ShutDown is quick
+			)
 			for range 64 {
 				workers.Go(func() {
 					for {
@@ -271,7 +274,9 @@ func BenchmarkQueueContended(b *testing.B) {
 						if !ok {
 							return
 						}
-						time.Sleep(time.Millisecond)
+						if !stop.Load() {
+							time.Sleep(time.Millisecond)
+						}
 						q.Done(k)
 					}
 				})
@@ -290,6 +295,7 @@ func BenchmarkQueueContended(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(allocs.perItem(b.N), "allocs/item")
+			stop.Store(true)
 			q.ShutDown()
 			workers.Wait()
 		})

@@ -75,7 +75,7 @@ func Binary(ctx context.Context, o BuildOptions) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("find the go command to build skiff-controlplane: %w", err)
 	}
-	key, err := sourceHash(src, strings.TrimSpace(string(goVersion)))
+	key, err := sourceHash(src, strings.TrimSpace(string(goVersion))+" "+buildRecipe)
 	if err != nil {
 		return "", err
 	}
@@ -109,7 +109,11 @@ func Binary(ctx context.Context, o BuildOptions) (string, error) {
 	}
 	fmt.Fprintf(progress, "testenv: building skiff-controlplane from %s into %s (first use; takes a few minutes)\n", src, dir)
 	tmp := bin + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, ".")
+	ldflags, err := versionLDFlags(src)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", ldflags, "-o", tmp, ".")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	var out bytes.Buffer
@@ -122,6 +126,42 @@ func Binary(ctx context.Context, o BuildOptions) (string, error) {
 	}
 	fmt.Fprintf(progress, "testenv: built %s\n", bin)
 	return bin, nil
+}
+
+// buildRecipe changes whenever the way the binary is built changes, so
+// cached binaries from an older recipe are not reused.
+const buildRecipe = "recipe-2: version ldflags"
+
+// versionLDFlags stamps the Kubernetes version from the controlplane's
+// go.mod into the binary, as release builds do; without it the apiserver
+// reports v0.0.0-master and version-aware clients refuse it.
+func versionLDFlags(src string) (string, error) {
+	mod, err := os.ReadFile(filepath.Join(src, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	var version string
+	for _, line := range strings.Split(string(mod), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "k8s.io/kubernetes" && strings.HasPrefix(f[1], "v") {
+			version = f[1]
+		} else if len(f) >= 3 && f[0] == "require" && f[1] == "k8s.io/kubernetes" {
+			version = f[2]
+		}
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "v%d.%d.", &major, &minor); err != nil {
+		return "", fmt.Errorf("find the k8s.io/kubernetes version in %s/go.mod: got %q", src, version)
+	}
+	var flags []string
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		flags = append(flags,
+			"-X "+pkg+".gitVersion="+version,
+			fmt.Sprintf("-X %s.gitMajor=%d", pkg, major),
+			fmt.Sprintf("-X %s.gitMinor=%d", pkg, minor),
+			"-X "+pkg+".gitTreeState=clean")
+	}
+	return strings.Join(flags, " "), nil
 }
 
 // sourceHash hashes every regular file of the controlplane module except

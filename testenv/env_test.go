@@ -338,3 +338,13 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Fatalf("--help: err=%v output=%s", err, out)
 	}
 }
+
+func TestServerReportsItsKubernetesVersion(t *testing.T) {
+	v, err := clientset(t, shared).Discovery().ServerVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v.GitVersion, "v1.36.") || v.Major != "1" || v.Minor != "36" {
+		t.Fatalf("server version %+v, want v1.36.x (stamped at build time)", v)
+	}
+}

@@ -7,7 +7,7 @@
 // admin identity (group system:masters), writes an admin kubeconfig, and
 // prints one line once /readyz answers ok:
 //
-//	skiff-controlplane ready in 2.9s: kubeconfig=/tmp/x/kubeconfig server=https://127.0.0.1:41234 admin=http://127.0.0.1:41235
+//	skiff-controlplane ready in 2.9s: kubeconfig=/tmp/x/kubeconfig server=https://127.0.0.1:41234 admin=http://127.0.0.1:41235 data=/tmp/skiff-controlplane-123
 //
 // The admin endpoint (loopback only, bearer token in <dir>/admin-token)
 // offers POST /compact, which compacts etcd to its current revision so tests

@@ -192,8 +192,8 @@ func run(ctx context.Context, o config, stdout io.Writer) (err error) {
 	}
 	defer kcm.stop()
 
-	fmt.Fprintf(stdout, "skiff-controlplane ready in %.1fs: kubeconfig=%s server=%s admin=http://%s\n",
-		time.Since(start).Seconds(), kubeconfig, server, adminLn.Addr())
+	fmt.Fprintf(stdout, "skiff-controlplane ready in %.1fs: kubeconfig=%s server=%s admin=http://%s data=%s\n",
+		time.Since(start).Seconds(), kubeconfig, server, adminLn.Addr(), dir)
 
 	select {
 	case <-ctx.Done():

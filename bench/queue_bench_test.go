@@ -24,6 +24,7 @@ type queueImpl interface {
 	AddAfter(k string, d time.Duration)
 	Get() (string, bool) // false once shut down
 	Done(k string)
+	Len() int // also a barrier: controller-runtime applies buffered adds first
 	ShutDown()
 }
 
@@ -33,6 +34,7 @@ func (s skiffQueue) Add(k string)                       { s.q.Add(k) }
 func (s skiffQueue) AddAfter(k string, d time.Duration) { s.q.AddAfter(k, d) }
 func (s skiffQueue) Done(k string)                      { s.q.Done(k) }
 func (s skiffQueue) ShutDown()                          { s.q.ShutDown() }
+func (s skiffQueue) Len() int                           { return s.q.Len() }
 func (s skiffQueue) Get() (string, bool) {
 	k, err := s.q.Get(context.Background())
 	return k, err == nil
@@ -47,6 +49,7 @@ func (c clientGoQueue) Add(k string)                       { c.q.Add(k) }
 func (c clientGoQueue) AddAfter(k string, d time.Duration) { c.q.AddAfter(k, d) }
 func (c clientGoQueue) Done(k string)                      { c.q.Done(k) }
 func (c clientGoQueue) ShutDown()                          { c.q.ShutDown() }
+func (c clientGoQueue) Len() int                           { return c.q.Len() }
 func (c clientGoQueue) Get() (string, bool) {
 	k, shutdown := c.q.Get()
 	return k, !shutdown
@@ -253,10 +256,24 @@ func BenchmarkQueueAddAfter(b *testing.B) {
 
 // BenchmarkQueueContended (Q3): 64 workers each take a key, work 1 ms and
 // mark it done, on a queue preloaded with n keys; each op is one Add from the
-// benchmark goroutine (keys drawn from 2n, so half hit queued keys).
+// benchmark goroutine (keys drawn from 2n, so half hit queued keys). The timed
+// part ends with Len(), which makes controller-runtime apply the adds it has
+// only buffered so far, so every contender is timed for the same work.
+//
+// Workers are stopped before ShutDown, not by it: controller-runtime's queue
+// can hand an item to a Get that has already returned for the shutdown and
+// then block forever while holding its locks, which hung this harness. So the
+// benchmark sets stop, adds one fresh key per worker so that every blocked
+// Get returns, waits for the workers (each returns after its next Get), and
+// only then shuts the queue down.
 func BenchmarkQueueContended(b *testing.B) {
+	const workers = 64
 	n := benchSize(100_000, 1_000_000)
 	keys := keyNames(2 * n)
+	wake := make([]string, workers)
+	for i := range wake {
+		wake[i] = fmt.Sprintf("wake-%d", i)
+	}
 	for _, impl := range queueImpls {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			q := impl.new()
@@ -264,19 +281,21 @@ func BenchmarkQueueContended(b *testing.B) {
 				q.Add(k)
 			}
 			var (
-				workers sync.WaitGroup
-				stop    atomic.Bool // set when timing ends: skip the work so a draining ShutDown is quick
+				running sync.WaitGroup
+				stop    atomic.Bool
 			)
-			for range 64 {
-				workers.Go(func() {
+			for range workers {
+				running.Go(func() {
 					for {
 						k, ok := q.Get()
 						if !ok {
 							return
 						}
-						if !stop.Load() {
-							time.Sleep(time.Millisecond)
+						if stop.Load() {
+							q.Done(k)
+							return
 						}
+						time.Sleep(time.Millisecond)
 						q.Done(k)
 					}
 				})
@@ -293,11 +312,15 @@ func BenchmarkQueueContended(b *testing.B) {
 			for i := range b.N {
 				q.Add(keys[picks[i&(len(picks)-1)]])
 			}
+			q.Len()
 			b.StopTimer()
 			b.ReportMetric(allocs.perItem(b.N), "allocs/item")
 			stop.Store(true)
+			for _, k := range wake {
+				q.Add(k)
+			}
+			running.Wait()
 			q.ShutDown()
-			workers.Wait()
 		})
 	}
 }

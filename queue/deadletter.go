@@ -63,7 +63,7 @@ func (q *Queue[K]) Fail(key K, err error) {
 	if i, ok := q.index[key]; ok {
 		e := &q.entries[i]
 		switch {
-		case e.procIdx >= 0 || e.readyIdx >= 0:
+		case e.procIdx >= 0 || e.bucket != noBucket:
 			prio = e.readyPrio
 		case e.waitIdx >= 0:
 			prio = e.waitPrio
@@ -102,8 +102,8 @@ func (q *Queue[K]) recordFailureLocked(key K, now time.Time, err error) bool {
 	if i, ok := q.index[key]; ok {
 		e := &q.entries[i]
 		e.dirty, e.backoff = false, false
-		if e.readyIdx >= 0 {
-			q.readyRemove(int(e.readyIdx))
+		if e.bucket != noBucket {
+			q.removeReady(i)
 			if q.m != nil {
 				q.m.depthChange(e.readyPrio, -1)
 			}

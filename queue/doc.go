@@ -32,10 +32,13 @@
 //   - Metrics: optional Prometheus metrics with client-go's workqueue_* names
 //     plus workqueue_depth_by_priority and workqueue_dead_letters.
 //
-// Performance: one mutex; ready and waiting keys live in two binary heaps of
-// indexes into a slice of entries that are recycled through a free list, so
-// steady-state adds and gets allocate nothing. Blocked Gets are woken one at a
-// time through per-waiter channels.
+// Performance: one mutex; keys live in a slice of entries recycled through a
+// free list, so steady-state adds and gets allocate nothing. Ready keys are
+// kept in one FIFO list per priority, linked through the entries, with only
+// the list heads in a heap: with a single priority in use, Add and Get make no
+// comparisons. Waiting keys are in a binary heap by deadline. With RealClock
+// the queue reads only the monotonic clock. Blocked Gets are woken one at a
+// time through per-waiter channels, and only when one is blocked.
 //
 // Typical worker loop:
 //

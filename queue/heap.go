@@ -1,86 +1,9 @@
 package queue
 
-// The ready and waiting sets are binary heaps of indexes into q.entries. Each
-// entry records its position (readyIdx, waitIdx) so updates and removals are
-// O(log n) without searching. Written out twice rather than through
-// container/heap to keep the comparisons inlined.
-
-// readyLess orders ready entries: lower score first, then FIFO by seq. With
-// aging the score is readyAt − priority·aging; strict mode compares the
-// priority first.
-func (q *Queue[K]) readyLess(a, b int32) bool {
-	ea, eb := &q.entries[a], &q.entries[b]
-	if q.strict && ea.readyPrio != eb.readyPrio {
-		return ea.readyPrio > eb.readyPrio
-	}
-	if ea.score != eb.score {
-		return ea.score < eb.score
-	}
-	return ea.seq < eb.seq
-}
-
-func (q *Queue[K]) readyUp(j int) {
-	h := q.ready
-	x := h[j]
-	for j > 0 {
-		p := (j - 1) / 2
-		if !q.readyLess(x, h[p]) {
-			break
-		}
-		h[j] = h[p]
-		q.entries[h[j]].readyIdx = int32(j)
-		j = p
-	}
-	h[j] = x
-	q.entries[x].readyIdx = int32(j)
-}
-
-func (q *Queue[K]) readyDown(j int) {
-	h := q.ready
-	n := len(h)
-	x := h[j]
-	for {
-		c := 2*j + 1
-		if c >= n {
-			break
-		}
-		if r := c + 1; r < n && q.readyLess(h[r], h[c]) {
-			c = r
-		}
-		if !q.readyLess(h[c], x) {
-			break
-		}
-		h[j] = h[c]
-		q.entries[h[j]].readyIdx = int32(j)
-		j = c
-	}
-	h[j] = x
-	q.entries[x].readyIdx = int32(j)
-}
-
-func (q *Queue[K]) readyPush(i int32) {
-	q.ready = append(q.ready, i)
-	q.readyUp(len(q.ready) - 1)
-}
-
-// readyRemove removes the entry at heap position j and returns its index.
-func (q *Queue[K]) readyRemove(j int) int32 {
-	h := q.ready
-	i := h[j]
-	last := len(h) - 1
-	if j != last {
-		h[j] = h[last]
-		q.entries[h[j]].readyIdx = int32(j)
-	}
-	q.ready = h[:last]
-	if j != last {
-		moved := h[j]
-		q.readyDown(j)
-		q.readyUp(int(q.entries[moved].readyIdx))
-	}
-	q.entries[i].readyIdx = -1
-	return i
-}
+// The waiting set is a binary heap of indexes into q.entries, ordered by
+// deadline, then seq. Each entry records its position (waitIdx) so updates
+// and removals are O(log n) without searching. Written out rather than
+// through container/heap to keep the comparisons inlined.
 
 func (q *Queue[K]) waitLess(a, b int32) bool {
 	ea, eb := &q.entries[a], &q.entries[b]

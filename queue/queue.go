@@ -21,7 +21,9 @@ type Queue[K comparable] struct {
 	clock       Clock
 	epoch       time.Time
 	limiter     RateLimiter[K]
+	realClock   bool  // clock is RealClock: read the monotonic clock only
 	aging       int64 // nanoseconds per priority level; unused when strict
+	agingLimit  int64 // largest |priority| whose aging offset is not clamped
 	strict      bool
 	maxFailures int
 	m           *queueMetrics
@@ -33,11 +35,20 @@ type Queue[K comparable] struct {
 	free    []int32
 	seq     uint64
 
-	// ready holds keys that can be handed out now; none of them is waiting,
-	// processing or dirty. waiting holds keys with a future deadline (they
-	// may also be processing, never dirty). processing holds keys handed out
-	// by Get and not yet Done.
-	ready      []int32
+	// The ready set (ready.go) holds keys that can be handed out now; none
+	// of them is waiting, processing or dirty. It is one FIFO bucket per
+	// priority plus a heap (heads) of the bucket heads and of loose keys.
+	// waiting holds keys with a future deadline (they may also be
+	// processing, never dirty). processing holds keys handed out by Get and
+	// not yet Done.
+	nready      int
+	heads       []int32
+	buckets     []bucket
+	bucketOf    map[int]int32
+	freeBuckets []int32
+	lastBucket  int32 // bucket of the last lookup, -1 if none
+	liveBuckets int   // non-empty buckets
+
 	waiting    []int32
 	processing []int32
 
@@ -58,20 +69,22 @@ type Queue[K comparable] struct {
 	dead  map[K]*DeadLetter[K]
 }
 
-// entry is one tracked key. Invariants:
+// entry is one tracked key. Invariants (ready means bucket != noBucket):
 // ready ⇒ ¬waiting ∧ ¬processing ∧ ¬dirty; dirty ⇒ processing ∧ ¬waiting;
 // backoff ⇒ waiting; the entry is freed when ¬ready ∧ ¬waiting ∧ ¬processing.
 type entry[K comparable] struct {
 	key       K
-	readyIdx  int32 // position in ready, -1 if absent
+	readyPrio int   // priority while ready, and as handed out while processing
+	bucket    int32 // while ready: its bucket, or looseBucket; else noBucket
+	prev      int32 // neighbours in the bucket, -1 at the ends
+	next      int32
+	hpos      int32 // position in heads, -1 if absent
 	waitIdx   int32 // position in waiting, -1 if absent
 	procIdx   int32 // position in processing, -1 if absent
 	dirty     bool  // added while processing: requeue on Done
 	backoff   bool  // waiting out a rate-limited retry
-	readyPrio int   // priority while ready, and as handed out while processing
 	waitPrio  int   // priority it will have when its deadline passes
 	dirtyPrio int   // priority it will have when requeued on Done
-	score     int64 // ready order: readyAt − readyPrio·aging
 	seq       uint64
 	readyAt   int64 // when it became ready (ns since epoch)
 	deadline  int64 // when it stops waiting (ns since epoch)
@@ -92,11 +105,13 @@ func New[K comparable](o Options[K]) *Queue[K] {
 		limiter:     o.RateLimiter,
 		maxFailures: max(o.MaxFailures, 0),
 		index:       make(map[K]int32),
+		lastBucket:  -1,
 		drained:     make(chan struct{}),
 	}
 	if q.clock == nil {
 		q.clock = RealClock{}
 	}
+	_, q.realClock = q.clock.(RealClock)
 	if q.limiter == nil {
 		q.limiter = DefaultRateLimiter[K]()
 	}
@@ -108,6 +123,9 @@ func New[K comparable](o Options[K]) *Queue[K] {
 	default:
 		q.aging = int64(o.AgingInterval)
 	}
+	if !q.strict {
+		q.agingLimit = int64(math.MaxInt64/4) / q.aging
+	}
 	q.epoch = q.clock.Now()
 	if o.Metrics != nil {
 		q.m = o.Metrics.forQueue(o.Name, q.inflight)
@@ -115,7 +133,14 @@ func New[K comparable](o Options[K]) *Queue[K] {
 	return q
 }
 
-func (q *Queue[K]) now() int64 { return int64(q.clock.Now().Sub(q.epoch)) }
+// now returns the time since epoch. For RealClock it reads only the
+// monotonic clock (time.Since), which costs half of time.Now.
+func (q *Queue[K]) now() int64 {
+	if q.realClock {
+		return int64(time.Since(q.epoch))
+	}
+	return int64(q.clock.Now().Sub(q.epoch))
+}
 
 func (q *Queue[K]) wall(t int64) time.Time { return q.epoch.Add(time.Duration(t)) }
 
@@ -168,7 +193,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 		i = q.alloc(key)
 	}
 	e := &q.entries[i]
-	if after <= 0 && e.readyIdx >= 0 && prio <= e.readyPrio {
+	if after <= 0 && e.bucket != noBucket && prio <= e.readyPrio {
 		return // the common duplicate: already ready at this priority or higher
 	}
 	if now == 0 {
@@ -205,7 +230,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 		} else {
 			e.dirtyPrio = max(e.dirtyPrio, prio)
 		}
-	case e.readyIdx >= 0:
+	case e.bucket != noBucket:
 		if prio > e.readyPrio {
 			q.setReadyPrio(i, prio)
 		}
@@ -218,7 +243,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff bool) {
 	e := &q.entries[i]
 	switch {
-	case e.readyIdx >= 0:
+	case e.bucket != noBucket:
 		if prio > e.readyPrio {
 			q.setReadyPrio(i, prio)
 		}
@@ -255,7 +280,7 @@ func (q *Queue[K]) alloc(key K) int32 {
 		q.entries = append(q.entries, entry[K]{})
 		i = int32(len(q.entries) - 1)
 	}
-	q.entries[i] = entry[K]{key: key, readyIdx: -1, waitIdx: -1, procIdx: -1}
+	q.entries[i] = entry[K]{key: key, bucket: noBucket, prev: -1, next: -1, hpos: -1, waitIdx: -1, procIdx: -1}
 	q.index[key] = i
 	return i
 }
@@ -263,7 +288,7 @@ func (q *Queue[K]) alloc(key K) int32 {
 // release frees entry i if nothing refers to it any more.
 func (q *Queue[K]) release(i int32) {
 	e := &q.entries[i]
-	if e.readyIdx >= 0 || e.waitIdx >= 0 || e.procIdx >= 0 {
+	if e.bucket != noBucket || e.waitIdx >= 0 || e.procIdx >= 0 {
 		return
 	}
 	delete(q.index, e.key)
@@ -277,19 +302,17 @@ func (q *Queue[K]) agingOffset(prio int) int64 {
 	if q.strict || prio == 0 {
 		return 0
 	}
-	limit := int64(math.MaxInt64/4) / q.aging
 	p := int64(prio)
-	p = max(min(p, limit), -limit)
+	p = max(min(p, q.agingLimit), -q.agingLimit)
 	return p * q.aging
 }
 
 func (q *Queue[K]) pushReady(i int32, prio int, at int64) {
 	e := &q.entries[i]
 	e.readyPrio, e.readyAt = prio, at
-	e.score = at - q.agingOffset(prio)
 	e.seq = q.seq
 	q.seq++
-	q.readyPush(i)
+	q.insertReady(i)
 	if q.m != nil {
 		q.m.depthChange(prio, 1)
 	}
@@ -301,9 +324,9 @@ func (q *Queue[K]) setReadyPrio(i int32, prio int) {
 		q.m.depthChange(e.readyPrio, -1)
 		q.m.depthChange(prio, 1)
 	}
-	e.readyPrio = prio
-	e.score = e.readyAt - q.agingOffset(prio)
-	q.readyUp(int(e.readyIdx))
+	q.removeReady(i)
+	q.entries[i].readyPrio = prio
+	q.insertReady(i) // readyAt and seq are kept
 }
 
 // promoteDue moves every waiting key whose deadline is at or before now to
@@ -378,10 +401,10 @@ func (q *Queue[K]) takeLocked() (K, bool) {
 		now = q.now()
 		q.promoteDue(now)
 	}
-	if len(q.ready) == 0 {
+	if q.nready == 0 {
 		return zero, false
 	}
-	i := q.readyRemove(0)
+	i := q.popReady()
 	e := &q.entries[i]
 	e.procIdx = int32(len(q.processing))
 	q.processing = append(q.processing, i)
@@ -472,7 +495,7 @@ func (q *Queue[K]) leaveLocked(w *waiter) {
 	if w != nil {
 		q.idleWaiters = append(q.idleWaiters, w)
 	}
-	if len(q.waiters) > 0 && (len(q.ready) > 0 || (len(q.waiting) > 0 && q.timerHolder == nil)) {
+	if len(q.waiters) > 0 && (q.nready > 0 || (len(q.waiting) > 0 && q.timerHolder == nil)) {
 		q.signalOne()
 	}
 }
@@ -533,7 +556,7 @@ func (q *Queue[K]) Len() int {
 	if len(q.waiting) > 0 {
 		q.promoteDue(q.now())
 	}
-	return len(q.ready)
+	return q.nready
 }
 
 // ShutDown stops the queue at once: later adds are ignored, keys not yet
@@ -584,8 +607,8 @@ func (q *Queue[K]) shutDownLocked(drain bool) {
 		q.draining = false
 	}
 	if !q.draining {
-		for len(q.ready) > 0 {
-			i := q.readyRemove(len(q.ready) - 1)
+		for q.nready > 0 {
+			i := q.popReady()
 			if q.m != nil {
 				q.m.depthChange(q.entries[i].readyPrio, -1)
 			}
@@ -599,7 +622,7 @@ func (q *Queue[K]) shutDownLocked(drain bool) {
 }
 
 func (q *Queue[K]) checkDrainedLocked() {
-	if !q.shuttingDown || len(q.ready) > 0 || len(q.processing) > 0 {
+	if !q.shuttingDown || q.nready > 0 || len(q.processing) > 0 {
 		return
 	}
 	select {

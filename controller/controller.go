@@ -1,0 +1,191 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skiffkit/skiff/queue"
+)
+
+// Reconciler brings the world in line with the desired state of one key.
+// Reconcile must be safe to call concurrently for different keys; the
+// controller never calls it concurrently for the same key.
+type Reconciler[K comparable] interface {
+	Reconcile(ctx context.Context, key K) (Result, error)
+}
+
+// ReconcileFunc adapts a function to Reconciler.
+type ReconcileFunc[K comparable] func(ctx context.Context, key K) (Result, error)
+
+// Reconcile calls f.
+func (f ReconcileFunc[K]) Reconcile(ctx context.Context, key K) (Result, error) { return f(ctx, key) }
+
+// Options configure a Controller. Every field states its default.
+type Options[K comparable] struct {
+	// Name identifies the controller in metrics (label "controller") and
+	// logs. Required.
+	Name string
+	// MinWorkers and MaxWorkers bound the adaptive worker pool (see Sizer).
+	// Defaults: 1 and 32. MinWorkers == MaxWorkers gives a fixed pool.
+	MinWorkers, MaxWorkers int
+	// SizingInterval is how often the pool is resized. Default 1s.
+	SizingInterval time.Duration
+	// ReconcileTimeout, if > 0, bounds each Reconcile through its context.
+	// Default 0: no timeout.
+	ReconcileTimeout time.Duration
+	// ShutdownTimeout bounds how long Run waits for in-flight reconciles
+	// after its context ends; then their contexts are cancelled and Run
+	// waits for them to return. Default 30s.
+	ShutdownTimeout time.Duration
+	// RequeueQPS and RequeueBurst rate-limit requeues asked for by Result
+	// (Requeue, RequeueAfter) across all keys, so RequeueAfter cannot
+	// bypass the controller's rate limit. Defaults: 50 per second, burst 100.
+	// Negative RequeueQPS: no limit.
+	RequeueQPS   float64
+	RequeueBurst int
+	// Queue is the work queue. Default: a new queue.Queue named Name with
+	// MaxFailures; the controller then shuts it down when Run returns.
+	Queue *queue.Queue[K]
+	// MaxFailures is the retry budget of the default queue (see
+	// queue.Options.MaxFailures): after that many transient failures in a
+	// row a key becomes a dead letter. Default 0: retry forever.
+	MaxFailures int
+	// Clock is the time source. Default queue.RealClock{}.
+	Clock queue.Clock
+	// Metrics, if non-nil, receives controller_runtime_* metrics.
+	Metrics *Metrics
+	// Logger receives reconcile errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Controller runs a Reconciler over the keys of a queue with an adaptive pool
+// of workers. Create it with New, feed keys into Queue(), and call Run once.
+type Controller[K comparable] struct {
+	name       string
+	rec        Reconciler[K]
+	q          *queue.Queue[K]
+	ownsQueue  bool
+	clock      queue.Clock
+	interval   time.Duration
+	timeout    time.Duration
+	shutdown   time.Duration
+	requeueLim queue.RateLimiter[K]
+	log        *slog.Logger
+	m          *Metrics
+
+	started atomic.Bool
+
+	mu        sync.Mutex
+	sizer     Sizer
+	workers   []context.CancelFunc // one per running worker, newest last
+	resize    func(n int)          // set while Run runs
+	active    int
+	busyInt   float64 // ∫ active dt over the current interval, in seconds
+	lastBusy  time.Time
+	completed int
+
+	stats stats
+}
+
+type stats struct {
+	reconciles, errors, terminal, panics, requeues atomic.Int64
+}
+
+// New validates o and returns a controller that has started nothing.
+func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
+	if r == nil {
+		return nil, errors.New("controller: nil Reconciler")
+	}
+	if o.Name == "" {
+		return nil, errors.New("controller: Options.Name is required")
+	}
+	if o.MinWorkers < 0 || o.MaxWorkers < 0 {
+		return nil, fmt.Errorf("controller %s: negative worker bounds (min %d, max %d)", o.Name, o.MinWorkers, o.MaxWorkers)
+	}
+	if o.MinWorkers == 0 {
+		o.MinWorkers = 1
+	}
+	if o.MaxWorkers == 0 {
+		o.MaxWorkers = max(32, o.MinWorkers)
+	}
+	if o.MinWorkers > o.MaxWorkers {
+		return nil, fmt.Errorf("controller %s: MinWorkers %d > MaxWorkers %d", o.Name, o.MinWorkers, o.MaxWorkers)
+	}
+	if o.SizingInterval < 0 || o.ReconcileTimeout < 0 || o.ShutdownTimeout < 0 || o.RequeueBurst < 0 || o.MaxFailures < 0 {
+		return nil, fmt.Errorf("controller %s: negative SizingInterval, ReconcileTimeout, ShutdownTimeout, RequeueBurst or MaxFailures", o.Name)
+	}
+	c := &Controller[K]{
+		name: o.Name, rec: r, q: o.Queue, clock: o.Clock, interval: o.SizingInterval,
+		timeout: o.ReconcileTimeout, shutdown: o.ShutdownTimeout, log: o.Logger, m: o.Metrics,
+		sizer: Sizer{Min: o.MinWorkers, Max: o.MaxWorkers},
+	}
+	if c.clock == nil {
+		c.clock = queue.RealClock{}
+	}
+	if c.interval == 0 {
+		c.interval = time.Second
+	}
+	if c.shutdown == 0 {
+		c.shutdown = 30 * time.Second
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("controller", o.Name)
+	if c.q == nil {
+		c.q = queue.New(queue.Options[K]{Name: o.Name, Clock: c.clock, MaxFailures: o.MaxFailures})
+		c.ownsQueue = true
+	}
+	qps, burst := o.RequeueQPS, o.RequeueBurst
+	if qps == 0 {
+		qps = 50
+	}
+	if burst == 0 {
+		burst = 100
+	}
+	if qps > 0 {
+		c.requeueLim = queue.NewTokenBucket[K](qps, burst)
+	}
+	return c, nil
+}
+
+// Name is the controller's name.
+func (c *Controller[K]) Name() string { return c.name }
+
+// Queue is the controller's work queue: event handlers add keys to it.
+func (c *Controller[K]) Queue() *queue.Queue[K] { return c.q }
+
+// Workers returns the pool's current size and how many workers are
+// reconciling right now.
+func (c *Controller[K]) Workers() (size, active int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.workers), c.active
+}
+
+// SetWorkerBounds changes the adaptive pool's bounds at runtime; the pool is
+// resized into them at once if Run is running. It fails on invalid bounds.
+func (c *Controller[K]) SetWorkerBounds(minWorkers, maxWorkers int) error {
+	if minWorkers < 1 || maxWorkers < minWorkers {
+		return fmt.Errorf("controller %s: invalid worker bounds min %d max %d (need 1 <= min <= max)", c.name, minWorkers, maxWorkers)
+	}
+	c.mu.Lock()
+	c.sizer = Sizer{Min: minWorkers, Max: maxWorkers, HoldIntervals: c.sizer.HoldIntervals}
+	resize := c.resize
+	c.mu.Unlock()
+	if resize != nil {
+		resize(min(max(c.size(), minWorkers), maxWorkers))
+	}
+	return nil
+}
+
+func (c *Controller[K]) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.workers)
+}

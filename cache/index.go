@@ -1,0 +1,80 @@
+package cache
+
+// NamespaceIndex is the name of the built-in index from namespace to objects.
+const NamespaceIndex = "namespace"
+
+// IndexFunc returns the index values of an object; an object may have none
+// or several. It must be a pure function of the object.
+type IndexFunc[T Object] func(obj T) []string
+
+// LabelIndex returns an IndexFunc that indexes objects by the value of label
+// key; objects without the label are not indexed.
+func LabelIndex[T Object](key string) IndexFunc[T] {
+	return func(obj T) []string {
+		if v, ok := obj.GetLabels()[key]; ok {
+			return []string{v}
+		}
+		return nil
+	}
+}
+
+func namespaceOf[T Object](obj T) []string { return []string{obj.GetNamespace()} }
+
+type index[T Object] struct {
+	fn     IndexFunc[T]
+	values map[string]map[string]struct{} // index value -> keys
+}
+
+func (ix *index[T]) add(key string, obj T) {
+	for _, v := range ix.fn(obj) {
+		set := ix.values[v]
+		if set == nil {
+			set = map[string]struct{}{}
+			ix.values[v] = set
+		}
+		set[key] = struct{}{}
+	}
+}
+
+func (ix *index[T]) remove(key string, obj T) {
+	for _, v := range ix.fn(obj) {
+		set := ix.values[v]
+		delete(set, key)
+		if len(set) == 0 {
+			delete(ix.values, v)
+		}
+	}
+}
+
+// ByIndex returns the objects whose index values include value. It panics if
+// no index is named name (a programming error).
+func (s *Store[T]) ByIndex(name, value string) []T {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ix, ok := s.indexes[name]
+	if !ok {
+		panic("cache: no index named " + name)
+	}
+	set := ix.values[value]
+	out := make([]T, 0, len(set))
+	for key := range set {
+		out = append(out, s.items[key].obj)
+	}
+	return out
+}
+
+// IndexValues returns the values present in index name, in no particular
+// order. It panics if no index is named name.
+func (s *Store[T]) IndexValues(name string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ix, ok := s.indexes[name]
+	if !ok {
+		panic("cache: no index named " + name)
+	}
+	out := make([]string, 0, len(ix.values))
+	for v := range ix.values {
+		out = append(out, v)
+	}
+	return out
+}

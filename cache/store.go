@@ -1,0 +1,339 @@
+package cache
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Object is what a Store holds: anything with a namespace, a name, a
+// resourceVersion and labels. Every k8s.io/api pointer type,
+// *unstructured.Unstructured and *metav1.PartialObjectMetadata satisfy it; a
+// projection can embed Meta.
+type Object interface {
+	GetNamespace() string
+	GetName() string
+	GetResourceVersion() string
+	GetLabels() map[string]string
+}
+
+// Meta is the identity a projected struct embeds to satisfy Object.
+type Meta struct {
+	Namespace       string
+	Name            string
+	ResourceVersion string
+	Labels          map[string]string
+}
+
+// GetNamespace returns m.Namespace.
+func (m *Meta) GetNamespace() string { return m.Namespace }
+
+// GetName returns m.Name.
+func (m *Meta) GetName() string { return m.Name }
+
+// GetResourceVersion returns m.ResourceVersion.
+func (m *Meta) GetResourceVersion() string { return m.ResourceVersion }
+
+// GetLabels returns m.Labels.
+func (m *Meta) GetLabels() map[string]string { return m.Labels }
+
+// MetaOf copies the identity of o into a Meta, for projections.
+func MetaOf(o Object) Meta {
+	return Meta{Namespace: o.GetNamespace(), Name: o.GetName(), ResourceVersion: o.GetResourceVersion(), Labels: o.GetLabels()}
+}
+
+// KeyOf returns the store key of o: "namespace/name", or "name" for
+// cluster-scoped objects.
+func KeyOf(o Object) string { return Key(o.GetNamespace(), o.GetName()) }
+
+// Key returns the store key for a namespace and name.
+func Key(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+// ChangeType says what happened to a key.
+type ChangeType uint8
+
+// Change types.
+const (
+	Added ChangeType = iota + 1
+	Updated
+	Deleted
+)
+
+func (c ChangeType) String() string {
+	switch c {
+	case Added:
+		return "added"
+	case Updated:
+		return "updated"
+	case Deleted:
+		return "deleted"
+	}
+	return "unknown"
+}
+
+// Change is one real change to a Store. Old is the zero value for Added, New
+// for Deleted.
+type Change[T Object] struct {
+	Type ChangeType
+	Key  string
+	Old  T
+	New  T
+}
+
+// StoreOptions configure a Store. The zero value is valid.
+type StoreOptions[T Object] struct {
+	// Indexes are named index funcs maintained on every write, in addition
+	// to the built-in NamespaceIndex. Default: none.
+	Indexes map[string]IndexFunc[T]
+}
+
+type entry[T Object] struct {
+	obj  T
+	seen atomic.Uint64 // the replace generation that last saw this key
+}
+
+// Store is a typed, thread-safe map from "namespace/name" to the latest
+// object, with named indexes.
+//
+// Ownership: objects handed in belong to the Store from then on; objects
+// handed out (Get, List, ByIndex, Change) are shared by every reader and must
+// be treated as read-only. Copy (DeepCopy) before modifying one.
+//
+// Concurrency: all methods are safe for concurrent use. Readers take a read
+// lock only for as long as it takes to copy pointers out; writers take the
+// write lock for one object's map and index updates, or for the final swap of
+// a Replace (see ReplaceSession).
+type Store[T Object] struct {
+	mu      sync.RWMutex
+	items   map[string]*entry[T]
+	indexes map[string]*index[T]
+	rv      string
+	gen     atomic.Uint64 // replace generation
+}
+
+// NewStore returns an empty store.
+func NewStore[T Object](o StoreOptions[T]) *Store[T] {
+	s := &Store[T]{items: map[string]*entry[T]{}, indexes: map[string]*index[T]{}}
+	s.indexes[NamespaceIndex] = &index[T]{fn: namespaceOf[T], values: map[string]map[string]struct{}{}}
+	for name, fn := range o.Indexes {
+		if name == NamespaceIndex {
+			panic("cache: index name " + NamespaceIndex + " is built in")
+		}
+		s.indexes[name] = &index[T]{fn: fn, values: map[string]map[string]struct{}{}}
+	}
+	return s
+}
+
+// Get returns the object stored under key.
+func (s *Store[T]) Get(key string) (T, bool) {
+	s.mu.RLock()
+	e, ok := s.items[key]
+	s.mu.RUnlock()
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return e.obj, true
+}
+
+// Len returns the number of stored objects.
+func (s *Store[T]) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.items)
+}
+
+// ResourceVersion returns the resourceVersion the store was last synced to
+// (set by Replace and by SetResourceVersion), "" before the first sync.
+func (s *Store[T]) ResourceVersion() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rv
+}
+
+// SetResourceVersion records the resourceVersion the store reflects.
+func (s *Store[T]) SetResourceVersion(rv string) {
+	s.mu.Lock()
+	s.rv = rv
+	s.mu.Unlock()
+}
+
+// List returns the objects whose labels match sel, in no particular order.
+// A nil selector matches everything.
+func (s *Store[T]) List(sel labels.Selector) []T {
+	s.mu.RLock()
+	out := make([]T, 0, len(s.items))
+	for _, e := range s.items {
+		out = append(out, e.obj)
+	}
+	s.mu.RUnlock()
+	if sel == nil || sel.Empty() {
+		return out
+	}
+	kept := out[:0]
+	for _, o := range out {
+		if sel.Matches(labels.Set(o.GetLabels())) {
+			kept = append(kept, o)
+		}
+	}
+	clear(out[len(kept):])
+	return kept
+}
+
+// Keys returns every stored key, in no particular order.
+func (s *Store[T]) Keys() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.items))
+	for k := range s.items {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Upsert stores obj under its key and reports the object it replaced.
+// changed is false (and nothing is stored) when an object with the same
+// non-empty resourceVersion is already there.
+func (s *Store[T]) Upsert(obj T) (old T, existed, changed bool) {
+	key := KeyOf(obj)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upsertLocked(key, obj)
+}
+
+func (s *Store[T]) upsertLocked(key string, obj T) (old T, existed, changed bool) {
+	e, existed := s.items[key]
+	if existed {
+		old = e.obj
+		if rv := obj.GetResourceVersion(); rv != "" && rv == old.GetResourceVersion() {
+			return old, true, false
+		}
+		for _, ix := range s.indexes {
+			ix.remove(key, old)
+		}
+		e.obj = obj
+	} else {
+		e = &entry[T]{obj: obj}
+		e.seen.Store(s.gen.Load())
+		s.items[key] = e
+	}
+	for _, ix := range s.indexes {
+		ix.add(key, obj)
+	}
+	return old, existed, true
+}
+
+// Delete removes key and returns the object it held.
+func (s *Store[T]) Delete(key string) (T, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deleteLocked(key)
+}
+
+func (s *Store[T]) deleteLocked(key string) (T, bool) {
+	e, ok := s.items[key]
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	delete(s.items, key)
+	for _, ix := range s.indexes {
+		ix.remove(key, e.obj)
+	}
+	return e.obj, true
+}
+
+// Replace makes objs the store's whole content at resourceVersion rv, in one
+// step for readers, and returns only the real changes: Added for new keys,
+// Updated where the resourceVersion differs, Deleted for keys not in objs.
+// It is BeginReplace, Put for each object, Finish.
+func (s *Store[T]) Replace(objs []T, rv string) []Change[T] {
+	r := s.BeginReplace()
+	for _, o := range objs {
+		r.Put(o)
+	}
+	return r.Finish(rv)
+}
+
+// BeginReplace starts a streaming replace: Put each object of a new full
+// listing as it arrives, then Finish. Readers keep seeing the old contents
+// until Finish swaps in the changes. Only objects that differ from what is
+// stored (new keys or a different resourceVersion) are held by the session;
+// an unchanged object is dropped at Put, so a relist holds one full copy of
+// the cache plus the changes, never two copies.
+//
+// At most one session may be open per store; the store must not be written
+// by Upsert or Delete while it is open (the informer's single writer
+// guarantees both). A session that is abandoned without Finish has no effect.
+func (s *Store[T]) BeginReplace() *ReplaceSession[T] {
+	return &ReplaceSession[T]{s: s, gen: s.gen.Add(1), pending: map[string]T{}}
+}
+
+// ReplaceSession is an open streaming replace; see Store.BeginReplace. It is
+// not safe for concurrent use.
+type ReplaceSession[T Object] struct {
+	s       *Store[T]
+	gen     uint64
+	pending map[string]T
+	n       int
+}
+
+// Put records obj as part of the new listing. A later Put of the same key
+// wins.
+func (r *ReplaceSession[T]) Put(obj T) {
+	key := KeyOf(obj)
+	r.n++
+	r.s.mu.RLock()
+	e, ok := r.s.items[key]
+	if ok {
+		e.seen.Store(r.gen)
+	}
+	r.s.mu.RUnlock()
+	if ok && e.obj.GetResourceVersion() == obj.GetResourceVersion() && obj.GetResourceVersion() != "" {
+		delete(r.pending, key)
+		return
+	}
+	r.pending[key] = obj
+}
+
+// Len returns how many objects were Put so far.
+func (r *ReplaceSession[T]) Len() int { return r.n }
+
+// Finish swaps the listing in under the write lock, records rv, and returns
+// the real changes (see Store.Replace).
+func (r *ReplaceSession[T]) Finish(rv string) []Change[T] {
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var changes []Change[T]
+	for key, e := range s.items {
+		if e.seen.Load() == r.gen {
+			continue
+		}
+		if _, ok := r.pending[key]; ok {
+			continue
+		}
+		old, _ := s.deleteLocked(key)
+		var zero T
+		changes = append(changes, Change[T]{Type: Deleted, Key: key, Old: old, New: zero})
+	}
+	for key, obj := range r.pending {
+		old, existed, changed := s.upsertLocked(key, obj)
+		s.items[key].seen.Store(r.gen)
+		switch {
+		case !existed:
+			changes = append(changes, Change[T]{Type: Added, Key: key, New: obj})
+		case changed:
+			changes = append(changes, Change[T]{Type: Updated, Key: key, Old: old, New: obj})
+		}
+	}
+	s.rv = rv
+	r.pending = nil
+	return changes
+}

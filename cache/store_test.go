@@ -1,0 +1,292 @@
+package cache_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strconv"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/skiffkit/skiff/cache"
+)
+
+func pod(ns, name, rv string, lbls ...string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: rv}}
+	if len(lbls) > 0 {
+		p.Labels = map[string]string{}
+		for i := 0; i+1 < len(lbls); i += 2 {
+			p.Labels[lbls[i]] = lbls[i+1]
+		}
+	}
+	return p
+}
+
+func keysOf[T cache.Object](objs []T) []string {
+	out := make([]string, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, cache.KeyOf(o))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func changesString[T cache.Object](cs []cache.Change[T]) []string {
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		s := c.Type.String() + " " + c.Key
+		if c.Type == cache.Updated {
+			s += " " + c.Old.GetResourceVersion() + "->" + c.New.GetResourceVersion()
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestStoreGetListIndexes(t *testing.T) {
+	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{
+		"app": cache.LabelIndex[*corev1.Pod]("app"),
+	}})
+	s.Upsert(pod("a", "p1", "1", "app", "web"))
+	s.Upsert(pod("a", "p2", "2", "app", "db"))
+	s.Upsert(pod("b", "p1", "3", "app", "web"))
+	s.Upsert(pod("b", "p3", "4"))
+
+	if p, ok := s.Get("a/p1"); !ok || p.ResourceVersion != "1" {
+		t.Fatalf("Get(a/p1) = %v, %v", p, ok)
+	}
+	if _, ok := s.Get("a/nope"); ok {
+		t.Fatal("Get(a/nope) found something")
+	}
+	sel := func(s string) labels.Selector {
+		l, err := labels.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	tests := []struct {
+		name string
+		got  []*corev1.Pod
+		want []string
+	}{
+		{"list all", s.List(nil), []string{"a/p1", "a/p2", "b/p1", "b/p3"}},
+		{"list app=web", s.List(sel("app=web")), []string{"a/p1", "b/p1"}},
+		{"list !app", s.List(sel("!app")), []string{"b/p3"}},
+		{"namespace a", s.ByIndex(cache.NamespaceIndex, "a"), []string{"a/p1", "a/p2"}},
+		{"namespace none", s.ByIndex(cache.NamespaceIndex, "zzz"), []string{}},
+		{"app=db", s.ByIndex("app", "db"), []string{"a/p2"}},
+	}
+	for _, tc := range tests {
+		if got := keysOf(tc.got); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// Relabel a/p1: the index must follow.
+	if _, existed, changed := s.Upsert(pod("a", "p1", "5", "app", "db")); !existed || !changed {
+		t.Fatalf("relabel: existed=%v changed=%v", existed, changed)
+	}
+	if got := keysOf(s.ByIndex("app", "db")); !slices.Equal(got, []string{"a/p1", "a/p2"}) {
+		t.Errorf("after relabel app=db: %v", got)
+	}
+	if got := keysOf(s.ByIndex("app", "web")); !slices.Equal(got, []string{"b/p1"}) {
+		t.Errorf("after relabel app=web: %v", got)
+	}
+	// Same resourceVersion: no change, old object kept.
+	if _, _, changed := s.Upsert(pod("a", "p1", "5")); changed {
+		t.Error("upsert with the same resourceVersion reported a change")
+	}
+	if p, _ := s.Get("a/p1"); p.Labels["app"] != "db" {
+		t.Error("upsert with the same resourceVersion replaced the object")
+	}
+	if _, ok := s.Delete("b/p1"); !ok {
+		t.Fatal("Delete(b/p1) found nothing")
+	}
+	if got := s.IndexValues("app"); !slices.Equal(got, []string{"db"}) {
+		t.Errorf("index values after delete: %v", got)
+	}
+	if got := keysOf(s.ByIndex(cache.NamespaceIndex, "b")); !slices.Equal(got, []string{"b/p3"}) {
+		t.Errorf("namespace b after delete: %v", got)
+	}
+}
+
+func TestStoreReplaceEmitsOnlyRealChanges(t *testing.T) {
+	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
+	got := changesString(s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "1"), pod("", "z", "1")}, "10"))
+	if want := []string{"added a/x", "added a/y", "added z"}; !slices.Equal(got, want) {
+		t.Fatalf("first replace: %v, want %v", got, want)
+	}
+	kept, _ := s.Get("a/x")
+	got = changesString(s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "2"), pod("a", "w", "3")}, "20"))
+	if want := []string{"added a/w", "deleted z", "updated a/y 1->2"}; !slices.Equal(got, want) {
+		t.Fatalf("second replace: %v, want %v", got, want)
+	}
+	if x, _ := s.Get("a/x"); x != kept {
+		t.Error("an unchanged object was swapped for the relisted copy")
+	}
+	if s.ResourceVersion() != "20" || s.Len() != 3 {
+		t.Errorf("rv=%q len=%d", s.ResourceVersion(), s.Len())
+	}
+	if got := s.Replace(nil, "30"); len(got) != 3 || s.Len() != 0 {
+		t.Errorf("empty replace: %d changes, %d left", len(got), s.Len())
+	}
+}
+
+func TestReplaceSessionIsInvisibleUntilFinish(t *testing.T) {
+	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
+	s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "gone", "1")}, "1")
+	r := s.BeginReplace()
+	r.Put(pod("a", "x", "2"))
+	r.Put(pod("a", "new", "2"))
+	if p, _ := s.Get("a/x"); p.ResourceVersion != "1" {
+		t.Error("a reader saw a relisted object before Finish")
+	}
+	if _, ok := s.Get("a/new"); ok {
+		t.Error("a reader saw a new object before Finish")
+	}
+	if _, ok := s.Get("a/gone"); !ok {
+		t.Error("a vanished object disappeared before Finish")
+	}
+	r.Finish("2")
+	if got := keysOf(s.List(nil)); !slices.Equal(got, []string{"a/new", "a/x"}) {
+		t.Errorf("after Finish: %v", got)
+	}
+	// An abandoned session has no effect, and the next one still works.
+	r = s.BeginReplace()
+	r.Put(pod("a", "other", "3"))
+	got := changesString(s.Replace([]*corev1.Pod{pod("a", "x", "2")}, "3"))
+	if want := []string{"deleted a/new"}; !slices.Equal(got, want) {
+		t.Errorf("after abandoned session: %v, want %v", got, want)
+	}
+}
+
+func TestDefaultTransformStripsManagedFieldsAndLastApplied(t *testing.T) {
+	p := pod("a", "x", "1")
+	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	p.Annotations = map[string]string{cache.LastAppliedAnnotation: "{}", "keep": "me"}
+	cache.DefaultTransform(p)
+	if p.ManagedFields != nil || len(p.Annotations) != 1 || p.Annotations["keep"] != "me" {
+		t.Errorf("after transform: managedFields=%v annotations=%v", p.ManagedFields, p.Annotations)
+	}
+	p.Annotations = map[string]string{cache.LastAppliedAnnotation: "{}"}
+	cache.DefaultTransform(p)
+	if p.Annotations != nil {
+		t.Errorf("annotations left: %v", p.Annotations)
+	}
+}
+
+// TestReplaceMatchesModel drives a store with random upserts, deletes and
+// replaces and checks contents, indexes and emitted changes against a naive
+// map model.
+func TestReplaceMatchesModel(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	for round := range 200 {
+		s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{"app": cache.LabelIndex[*corev1.Pod]("app")}})
+		model := map[string]*corev1.Pod{}
+		rv := 0
+		randPod := func() *corev1.Pod {
+			rv++
+			return pod(fmt.Sprint("ns", rng.IntN(3)), fmt.Sprint("p", rng.IntN(12)), strconv.Itoa(rv), "app", fmt.Sprint("a", rng.IntN(3)))
+		}
+		for range 30 {
+			switch rng.IntN(4) {
+			case 0:
+				p := randPod()
+				s.Upsert(p)
+				model[cache.KeyOf(p)] = p
+			case 1:
+				k := fmt.Sprintf("ns%d/p%d", rng.IntN(3), rng.IntN(12))
+				_, ok := s.Delete(k)
+				if _, inModel := model[k]; ok != inModel {
+					t.Fatalf("round %d: Delete(%s) = %v, model has it: %v", round, k, ok, inModel)
+				}
+				delete(model, k)
+			default:
+				next := map[string]*corev1.Pod{}
+				var list []*corev1.Pod
+				for range rng.IntN(20) {
+					var p *corev1.Pod
+					if old := pickAny(rng, model); old != nil && rng.IntN(2) == 0 {
+						p = old.DeepCopy() // unchanged copy
+					} else {
+						p = randPod()
+					}
+					list = append(list, p)
+					next[cache.KeyOf(p)] = p
+				}
+				var want []string
+				for k, old := range model {
+					n, ok := next[k]
+					switch {
+					case !ok:
+						want = append(want, "deleted "+k)
+					case n.ResourceVersion != old.ResourceVersion:
+						want = append(want, "updated "+k+" "+old.ResourceVersion+"->"+n.ResourceVersion)
+					}
+				}
+				for k := range next {
+					if _, ok := model[k]; !ok {
+						want = append(want, "added "+k)
+					}
+				}
+				sort.Strings(want)
+				got := changesString(s.Replace(list, strconv.Itoa(rv)))
+				if !slices.Equal(got, want) {
+					t.Fatalf("round %d: replace changes %v, want %v", round, got, want)
+				}
+				model = next
+			}
+			checkAgainstModel(t, s, model)
+		}
+	}
+}
+
+func pickAny(rng *rand.Rand, m map[string]*corev1.Pod) *corev1.Pod {
+	if len(m) == 0 {
+		return nil
+	}
+	i := rng.IntN(len(m))
+	for _, p := range m {
+		if i == 0 {
+			return p
+		}
+		i--
+	}
+	return nil
+}
+
+func checkAgainstModel(t *testing.T, s *cache.Store[*corev1.Pod], model map[string]*corev1.Pod) {
+	t.Helper()
+	if s.Len() != len(model) {
+		t.Fatalf("len %d, model %d", s.Len(), len(model))
+	}
+	byApp := map[string][]string{}
+	byNS := map[string][]string{}
+	for k, want := range model {
+		got, ok := s.Get(k)
+		if !ok || got.ResourceVersion != want.ResourceVersion {
+			t.Fatalf("Get(%s) = %v, want rv %s", k, got, want.ResourceVersion)
+		}
+		byApp[want.Labels["app"]] = append(byApp[want.Labels["app"]], k)
+		byNS[want.Namespace] = append(byNS[want.Namespace], k)
+	}
+	for i := range 3 {
+		app, ns := fmt.Sprint("a", i), fmt.Sprint("ns", i)
+		slices.Sort(byApp[app])
+		slices.Sort(byNS[ns])
+		if got := keysOf(s.ByIndex("app", app)); !slices.Equal(got, byApp[app]) && len(got)+len(byApp[app]) > 0 {
+			t.Fatalf("index app=%s: %v, want %v", app, got, byApp[app])
+		}
+		if got := keysOf(s.ByIndex(cache.NamespaceIndex, ns)); !slices.Equal(got, byNS[ns]) && len(got)+len(byNS[ns]) > 0 {
+			t.Fatalf("namespace %s: %v, want %v", ns, got, byNS[ns])
+		}
+	}
+}

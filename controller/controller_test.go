@@ -235,12 +235,12 @@ func TestNeverTheSameKeyTwiceAtOnce(t *testing.T) {
 }
 
 func TestAdaptivePoolBeatsOneWorkerForIOBoundWork(t *testing.T) {
-	const keys, latency = 60, 20 * time.Millisecond
+	const keys, latency = 100, 10 * time.Millisecond
 	run := func(minW, maxW int) (time.Duration, int) {
 		var done atomic.Int64
 		var peak atomic.Int64
 		var c *controller.Controller[int]
-		c = newController(t, controller.Options[int]{MinWorkers: minW, MaxWorkers: maxW, SizingInterval: 20 * time.Millisecond},
+		c = newController(t, controller.Options[int]{MinWorkers: minW, MaxWorkers: maxW, SizingInterval: 50 * time.Millisecond},
 			func(ctx context.Context, k int) (controller.Result, error) {
 				size, _ := c.Workers()
 				for p := peak.Load(); int64(size) > p && !peak.CompareAndSwap(p, int64(size)); p = peak.Load() {

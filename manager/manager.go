@@ -1,0 +1,332 @@
+// Package manager runs a process's caches, controllers and servers in the
+// right order and stops them in the right order.
+//
+// Start, in order:
+//  1. the HTTP server: /metrics (Prometheus), /healthz, /readyz,
+//     /debug/pprof/, /debug/skiff (controllers, workers, queue depths, dead
+//     letters with a replay action; HTML, or JSON with ?format=json);
+//  2. every cache (informer), then wait until all have synced — bounded by
+//     SyncTimeout, failing with an error that names the cache that did not
+//     sync (a missing CRD, say); /readyz turns ok here;
+//  3. with leader election, campaign for a coordination.k8s.io Lease —
+//     caches are already warm, so a new leader starts work at once;
+//  4. every controller.
+//
+// Stop (when Start's context ends, leadership is lost, or a part fails):
+//  1. controllers stop taking keys and drain in-flight reconciles (each
+//     within its own ShutdownTimeout);
+//  2. the Lease is released, so a standby takes over without waiting for
+//     it to expire;
+//  3. caches stop;
+//  4. the HTTP server stops.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/skiffkit/skiff/controller"
+)
+
+// Cache is anything that fills a local cache from the API server, such as an
+// informer. Run blocks until ctx ends. WaitForSync blocks until the first
+// full list is in the cache or ctx ends.
+type Cache interface {
+	Run(ctx context.Context) error
+	WaitForSync(ctx context.Context) error
+}
+
+// Controller is what the manager runs and inspects; *controller.Controller[K]
+// implements it.
+type Controller interface {
+	Name() string
+	Run(ctx context.Context) error
+	Stats() controller.Stats
+	QueueDepth() int
+	DeadLetterInfos() []controller.DeadLetterInfo
+	ReplayKey(key string) bool
+	ReplayAll() int
+}
+
+// Options configure a Manager. Every field states its default.
+type Options struct {
+	// Config reaches the API server; required for leader election.
+	Config *rest.Config
+	// Addr is where /metrics, /healthz, /readyz, /debug/pprof/ and
+	// /debug/skiff are served. Default ":8080". "-" serves nothing.
+	Addr string
+	// SyncTimeout bounds the wait for caches to sync. Default 2 minutes.
+	SyncTimeout time.Duration
+	// LeaderElection, if non-nil, runs controllers only while this process
+	// holds the Lease. Default nil: no election.
+	LeaderElection *LeaderElection
+	// Registry receives the manager's, controllers' and queues' metrics.
+	// Default: a new registry with Go and process collectors.
+	Registry *prometheus.Registry
+	// Logger is the manager's logger. Default slog.Default().
+	Logger *slog.Logger
+	// KeepKlog leaves klog (client-go's logger) alone. Default false: klog
+	// is routed to Logger through a logr bridge, so one process has one log.
+	KeepKlog bool
+}
+
+// Manager owns caches, controllers and servers. Create it with New, Add
+// parts, then call Start once.
+type Manager struct {
+	o   Options
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	mu          sync.Mutex
+	caches      []namedCache
+	controllers []Controller
+	started     bool
+
+	ready    atomic.Bool
+	leading  atomic.Bool
+	listener net.Listener
+}
+
+type namedCache struct {
+	name string
+	c    Cache
+}
+
+// New validates o and returns a manager that has started nothing.
+func New(o Options) (*Manager, error) {
+	if o.Addr == "" {
+		o.Addr = ":8080"
+	}
+	if o.SyncTimeout < 0 {
+		return nil, fmt.Errorf("manager: negative SyncTimeout %v", o.SyncTimeout)
+	}
+	if o.SyncTimeout == 0 {
+		o.SyncTimeout = 2 * time.Minute
+	}
+	if o.LeaderElection != nil {
+		if o.Config == nil {
+			return nil, errors.New("manager: leader election needs Options.Config")
+		}
+		if err := o.LeaderElection.defaults(); err != nil {
+			return nil, err
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if !o.KeepKlog {
+		klog.SetLogger(logr.FromSlogHandler(o.Logger.Handler()))
+	}
+	return &Manager{o: o, log: o.Logger, reg: o.Registry}, nil
+}
+
+// Registry is where parts register their metrics.
+func (m *Manager) Registry() *prometheus.Registry { return m.reg }
+
+// AddCache registers a cache; name appears in sync errors and logs. It
+// fails after Start.
+func (m *Manager) AddCache(name string, c Cache) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return fmt.Errorf("manager: AddCache(%s) after Start", name)
+	}
+	m.caches = append(m.caches, namedCache{name, c})
+	return nil
+}
+
+// AddController registers a controller. Names must be unique. It fails
+// after Start.
+func (m *Manager) AddController(c Controller) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return fmt.Errorf("manager: AddController(%s) after Start", c.Name())
+	}
+	for _, have := range m.controllers {
+		if have.Name() == c.Name() {
+			return fmt.Errorf("manager: two controllers named %q", c.Name())
+		}
+	}
+	m.controllers = append(m.controllers, c)
+	return nil
+}
+
+// Addr is the HTTP server's address once Start has bound it ("" before, or
+// when Addr is "-").
+func (m *Manager) Addr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
+
+// IsLeader reports whether this manager runs its controllers now (always
+// true after sync without leader election).
+func (m *Manager) IsLeader() bool { return m.leading.Load() }
+
+// ErrLeadershipLost is returned by Start when the Lease was lost.
+var ErrLeadershipLost = errors.New("manager: leadership lost")
+
+// Start runs everything (see the package doc for the order) and blocks until
+// ctx ends, leadership is lost (ErrLeadershipLost), a part fails, or caches
+// do not sync; then it stops everything in order and returns. It returns nil
+// after a clean stop caused by ctx.
+func (m *Manager) Start(ctx context.Context) (err error) {
+	m.mu.Lock()
+	if m.started {
+		m.mu.Unlock()
+		return errors.New("manager: Start called twice")
+	}
+	m.started = true
+	caches, controllers := m.caches, m.controllers
+	m.mu.Unlock()
+
+	// 4. servers stop last.
+	stopServer, err := m.startServer()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := stopServer(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+
+	// 3. caches stop after controllers and the lease.
+	cacheCtx, stopCaches := context.WithCancel(context.WithoutCancel(ctx))
+	var cacheWG sync.WaitGroup
+	cacheErrs := make(chan error, len(caches))
+	for _, c := range caches {
+		cacheWG.Go(func() {
+			if err := c.c.Run(cacheCtx); err != nil && cacheCtx.Err() == nil {
+				cacheErrs <- fmt.Errorf("cache %s: %w", c.name, err)
+			}
+		})
+	}
+	defer func() {
+		stopCaches()
+		cacheWG.Wait()
+	}()
+	if err := m.waitForSync(ctx, caches, cacheErrs); err != nil {
+		return err
+	}
+	m.ready.Store(true)
+	defer m.ready.Store(false)
+
+	if m.o.LeaderElection == nil {
+		m.leading.Store(true)
+		defer m.leading.Store(false)
+		return m.runControllers(ctx, controllers, nil, cacheErrs)
+	}
+	return m.runElected(ctx, controllers, cacheErrs)
+}
+
+func (m *Manager) waitForSync(ctx context.Context, caches []namedCache, cacheErrs chan error) error {
+	syncCtx, cancel := context.WithTimeout(ctx, m.o.SyncTimeout)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, len(caches))
+	for _, c := range caches {
+		go func() { results <- result{c.name, c.c.WaitForSync(syncCtx)} }()
+	}
+	var pending []string
+	for _, c := range caches {
+		pending = append(pending, c.name)
+	}
+	for range caches {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				cancel()
+				if ctx.Err() != nil {
+					return nil // asked to stop while syncing: not an error
+				}
+				sort.Strings(pending)
+				return fmt.Errorf("manager: cache %s did not sync within %v (not synced: %v): %w", r.name, m.o.SyncTimeout, pending, r.err)
+			}
+			pending = remove(pending, r.name)
+			m.log.Info("cache synced", "cache", r.name)
+		case err := <-cacheErrs:
+			cancel()
+			return err
+		}
+	}
+	return nil
+}
+
+func remove(s []string, v string) []string {
+	for i, x := range s {
+		if x == v {
+			return append(s[:i], s[i+1:]...)
+		}
+	}
+	return s
+}
+
+// runControllers runs controllers until ctx ends, stop fires (leadership
+// lost), a controller fails or a cache fails; then it stops them all and
+// waits for their drains.
+func (m *Manager) runControllers(ctx context.Context, controllers []Controller, stop <-chan struct{}, cacheErrs chan error) error {
+	if len(controllers) == 0 && stop == nil {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-cacheErrs:
+			return err
+		}
+	}
+	ctrlCtx, stopControllers := context.WithCancel(ctx)
+	defer stopControllers()
+	errs := make(chan error, len(controllers))
+	var wg sync.WaitGroup
+	for _, c := range controllers {
+		wg.Go(func() {
+			m.log.Info("starting controller", "controller", c.Name())
+			if err := c.Run(ctrlCtx); err != nil {
+				errs <- fmt.Errorf("controller %s: %w", c.Name(), err)
+			} else if ctrlCtx.Err() == nil {
+				errs <- fmt.Errorf("controller %s: stopped on its own", c.Name())
+			}
+		})
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-stop:
+		err = ErrLeadershipLost
+	case err = <-errs:
+	case err = <-cacheErrs:
+	}
+	stopControllers()
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		if err == nil && ctx.Err() != nil {
+			err = e // a drain that had to cancel reconciles is worth reporting
+		}
+	}
+	return err
+}

@@ -36,10 +36,9 @@
 // free list, so steady-state adds and gets allocate nothing. Ready keys are
 // kept in one FIFO list per priority, linked through the entries, with only
 // the list heads in a heap: with a single priority in use, Add and Get make no
-// comparisons. Keys that leave stay indexed as idle entries (bounded, see
-// index.go), so a returning key costs one map lookup. Waiting keys are in a
-// binary heap by deadline. With RealClock
-// the queue reads only the monotonic clock. Blocked Gets are woken one at a
+// comparisons. Waiting keys are in a binary heap by deadline whose slots hold
+// copies of the deadlines. With RealClock the queue reads only the monotonic
+// clock. Blocked Gets are woken one at a
 // time through per-waiter channels, and only when one is blocked.
 //
 // Typical worker loop:

@@ -12,11 +12,12 @@ func (q *Queue[K]) CheckInvariants() error {
 	if err := q.checkReadyLocked(); err != nil {
 		return err
 	}
-	for j, i := range q.waiting {
-		if int(q.entries[i].waitIdx) != j {
-			return fmt.Errorf("waiting[%d] says waitIdx %d", j, q.entries[i].waitIdx)
+	for j := range q.waiting {
+		w := &q.waiting[j]
+		if e := &q.entries[w.i]; int(e.waitIdx) != j || e.deadline != w.deadline || e.seq != w.seq {
+			return fmt.Errorf("waiting[%d] = %+v, entry has waitIdx %d deadline %d seq %d", j, *w, e.waitIdx, e.deadline, e.seq)
 		}
-		if j > 0 && q.waitLess(i, q.waiting[(j-1)/2]) {
+		if j > 0 && waitLess(w, &q.waiting[(j-1)/2]) {
 			return fmt.Errorf("waiting heap order broken at %d", j)
 		}
 	}
@@ -25,9 +26,6 @@ func (q *Queue[K]) CheckInvariants() error {
 			return fmt.Errorf("processing[%d] says procIdx %d", j, q.entries[i].procIdx)
 		}
 	}
-	if err := q.checkIdleLocked(); err != nil {
-		return err
-	}
 	for k, i := range q.index {
 		e := &q.entries[i]
 		if e.key != k {
@@ -35,10 +33,8 @@ func (q *Queue[K]) CheckInvariants() error {
 		}
 		ready, waiting, proc := e.bucket != noBucket, e.waitIdx >= 0, e.procIdx >= 0
 		switch {
-		case e.idle != (!ready && !waiting && !proc):
-			return fmt.Errorf("%v idle=%v but ready=%v waiting=%v processing=%v", k, e.idle, ready, waiting, proc)
-		case e.idle && (e.dirty || e.backoff):
-			return fmt.Errorf("%v idle but dirty=%v backoff=%v", k, e.dirty, e.backoff)
+		case !ready && !waiting && !proc:
+			return fmt.Errorf("%v tracked but idle", k)
 		case ready && (waiting || proc || e.dirty):
 			return fmt.Errorf("%v ready and waiting=%v processing=%v dirty=%v", k, waiting, proc, e.dirty)
 		case e.dirty && (!proc || waiting):
@@ -151,38 +147,4 @@ func (q *Queue[K]) Buckets() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.bucketOf)
-}
-
-// checkIdleLocked verifies the idle list and its bound.
-func (q *Queue[K]) checkIdleLocked() error {
-	n, prev := 0, int32(-1)
-	for i := q.idleHead; i >= 0; i = q.entries[i].next {
-		e := &q.entries[i]
-		if !e.idle || e.prev != prev {
-			return fmt.Errorf("idle list: entry %d idle=%v prev %d, want %d", i, e.idle, e.prev, prev)
-		}
-		if j, ok := q.index[e.key]; !ok || j != i {
-			return fmt.Errorf("idle entry %d of %v not indexed", i, e.key)
-		}
-		prev = i
-		n++
-	}
-	if q.idleTail != prev || q.nidle != n {
-		return fmt.Errorf("idle list: tail %d n %d, walked tail %d n %d", q.idleTail, q.nidle, prev, n)
-	}
-	if active := len(q.index) - n; active > q.peak {
-		return fmt.Errorf("%d keys tracked, peak %d", active, q.peak)
-	}
-	if n > max(minIdle, q.peak) {
-		return fmt.Errorf("%d idle keys, bound %d", n, max(minIdle, q.peak))
-	}
-	return nil
-}
-
-// Remembered returns the number of keys in the index, tracked or idle, for
-// tests.
-func (q *Queue[K]) Remembered() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.index)
 }

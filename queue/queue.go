@@ -29,16 +29,11 @@ type Queue[K comparable] struct {
 	m           *queueMetrics
 
 	// index maps every key the queue tracks (ready, waiting, or processing)
-	// or remembers as idle (index.go) to its entry in entries. Unused entries
-	// are on free.
-	index    map[K]int32
-	entries  []entry[K]
-	free     []int32
-	seq      uint64
-	idleHead int32 // oldest idle entry, -1 if none; linked through prev/next
-	idleTail int32
-	nidle    int
-	peak     int // most keys tracked at once (idle ones not counted)
+	// to its entry in entries. Entries of keys that left are on free.
+	index   map[K]int32
+	entries []entry[K]
+	free    []int32
+	seq     uint64
 
 	// The ready set (ready.go) holds keys that can be handed out now; none
 	// of them is waiting, processing or dirty. It is one FIFO bucket per
@@ -54,7 +49,7 @@ type Queue[K comparable] struct {
 	lastBucket  int32 // bucket of the last lookup, -1 if none
 	liveBuckets int   // non-empty buckets
 
-	waiting    []int32
+	waiting    []waitSlot
 	processing []int32
 
 	// waiters are Gets blocked for lack of a ready key. A waiter is removed
@@ -76,7 +71,7 @@ type Queue[K comparable] struct {
 
 // entry is one tracked key. Invariants (ready means bucket != noBucket):
 // ready ⇒ ¬waiting ∧ ¬processing ∧ ¬dirty; dirty ⇒ processing ∧ ¬waiting;
-// backoff ⇒ waiting; idle ⇔ ¬ready ∧ ¬waiting ∧ ¬processing.
+// backoff ⇒ waiting; the entry is freed when ¬ready ∧ ¬waiting ∧ ¬processing.
 type entry[K comparable] struct {
 	key       K
 	readyPrio int   // priority while ready, and as handed out while processing
@@ -86,7 +81,6 @@ type entry[K comparable] struct {
 	hpos      int32 // position in heads, -1 if absent
 	waitIdx   int32 // position in waiting, -1 if absent
 	procIdx   int32 // position in processing, -1 if absent
-	idle      bool  // remembered in index but not tracked: on the idle list
 	dirty     bool  // added while processing: requeue on Done
 	backoff   bool  // waiting out a rate-limited retry
 	waitPrio  int   // priority it will have when its deadline passes
@@ -112,8 +106,6 @@ func New[K comparable](o Options[K]) *Queue[K] {
 		maxFailures: max(o.MaxFailures, 0),
 		index:       make(map[K]int32),
 		lastBucket:  -1,
-		idleHead:    -1,
-		idleTail:    -1,
 		drained:     make(chan struct{}),
 	}
 	if q.clock == nil {
@@ -199,8 +191,6 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 	i, ok := q.index[key]
 	if !ok {
 		i = q.alloc(key)
-	} else if q.entries[i].idle {
-		q.wake(i)
 	}
 	e := &q.entries[i]
 	if after <= 0 && e.bucket != noBucket && prio <= e.readyPrio {
@@ -268,7 +258,7 @@ func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff b
 			return
 		}
 		e.deadline = deadline
-		q.waitUp(int(e.waitIdx))
+		q.waitEarlier(i)
 	default:
 		e.waitPrio, e.deadline, e.backoff = prio, deadline, backoff
 		e.seq = q.seq
@@ -279,6 +269,32 @@ func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff b
 	if e.waitIdx == 0 && len(q.waiters) > 0 && (q.timerHolder == nil || deadline < q.timerDeadline) {
 		q.signalOne()
 	}
+}
+
+func (q *Queue[K]) alloc(key K) int32 {
+	var i int32
+	if n := len(q.free); n > 0 {
+		i = q.free[n-1]
+		q.free = q.free[:n-1]
+	} else {
+		q.entries = append(q.entries, entry[K]{})
+		i = int32(len(q.entries) - 1)
+	}
+	q.entries[i] = entry[K]{key: key, bucket: noBucket, prev: -1, next: -1, hpos: -1, waitIdx: -1, procIdx: -1}
+	q.index[key] = i
+	return i
+}
+
+// release frees entry i if nothing refers to it any more.
+func (q *Queue[K]) release(i int32) {
+	e := &q.entries[i]
+	if e.bucket != noBucket || e.waitIdx >= 0 || e.procIdx >= 0 {
+		return
+	}
+	delete(q.index, e.key)
+	var zero K
+	e.key = zero // drop references held by the key
+	q.free = append(q.free, i)
 }
 
 // agingOffset returns prio·aging, saturating instead of overflowing.
@@ -317,11 +333,11 @@ func (q *Queue[K]) setReadyPrio(i int32, prio int) {
 // ready (or marks it dirty if it is being processed).
 func (q *Queue[K]) promoteDue(now int64) {
 	for len(q.waiting) > 0 {
-		i := q.waiting[0]
-		e := &q.entries[i]
-		if e.deadline > now {
+		if q.waiting[0].deadline > now {
 			return
 		}
+		i := q.waiting[0].i
+		e := &q.entries[i]
 		q.waitRemove(0)
 		e.backoff = false
 		if e.procIdx >= 0 {
@@ -418,7 +434,7 @@ func (q *Queue[K]) sleepLocked(ctx context.Context, w *waiter) *waiter {
 	var t Timer
 	var tc <-chan time.Time
 	if len(q.waiting) > 0 {
-		d := q.entries[q.waiting[0]].deadline
+		d := q.waiting[0].deadline
 		if q.timerHolder == nil || d < q.timerDeadline {
 			q.timerHolder, q.timerDeadline = w, d
 			t = q.timer(time.Duration(d - q.now()))

@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/skiffkit/skiff/queue"
+)
+
+// Defaults of Options.
+const (
+	DefaultPageSize       = 500
+	DefaultWatchTimeout   = 5 * time.Minute
+	DefaultInitialBackoff = 800 * time.Millisecond
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultBackoffReset   = 2 * time.Minute
+	DefaultResyncPriority = -100
+	DefaultEventBuffer    = 1024
+)
+
+// WatchListMode chooses how the initial list (and every relist) is done.
+type WatchListMode uint8
+
+const (
+	// WatchListAuto streams the list as watch events (sendInitialEvents)
+	// and falls back to paginated lists, for the informer's lifetime, when
+	// the server rejects the request as invalid.
+	WatchListAuto WatchListMode = iota
+	// WatchListOff always uses paginated lists.
+	WatchListOff
+)
+
+// Options configure an Informer. The zero value is valid; every field
+// states its default.
+type Options[T Object] struct {
+	// Name labels logs and metrics. Default: the source's resource.
+	Name string
+
+	// Transform runs on every object before it is stored (and before
+	// handlers see it); it may modify the object in place, which is
+	// freshly decoded and not yet shared. Default DefaultTransform (strips
+	// managedFields and the last-applied annotation). Use KeepAll to store
+	// objects untouched.
+	Transform func(T) T
+
+	// Indexes are extra named indexes; NamespaceIndex is always there.
+	Indexes map[string]IndexFunc[T]
+
+	// WatchList selects streaming lists or paginated lists.
+	// Default WatchListAuto.
+	WatchList WatchListMode
+
+	// PageSize is the limit of each page of a paginated list.
+	// Default DefaultPageSize (500).
+	PageSize int64
+
+	// WatchTimeout is the minimum server-side timeout of each watch; each
+	// watch asks for a random value in [WatchTimeout, 2·WatchTimeout) so
+	// that many informers do not reconnect at once. Default 5 minutes.
+	WatchTimeout time.Duration
+
+	// InitialBackoff and MaxBackoff bound the exponential delay after a
+	// failed list or watch (each delay gets up to +100% random jitter).
+	// BackoffReset is how long list/watch must work before the backoff
+	// starts again from InitialBackoff. Defaults 800 ms, 30 s, 2 minutes.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	BackoffReset   time.Duration
+
+	// ResyncPeriod, if positive, makes every key handler receive every
+	// cached key again each period, at its ResyncPriority. Default 0: none.
+	ResyncPeriod time.Duration
+
+	// Clock is the time source for backoff and resync. Default queue.RealClock.
+	Clock queue.Clock
+
+	// Logger receives retries, relists and skipped objects.
+	// Default slog.Default().
+	Logger *slog.Logger
+
+	// OnError, if set, is called (from the informer's goroutine) with every
+	// list or watch error before the informer backs off and retries.
+	OnError func(error)
+
+	// Metrics, if non-nil, exports this informer's metrics under Name.
+	// Default nil: no metrics.
+	Metrics *Metrics
+}
+
+// KeepAll is a Transform that stores objects as received.
+func KeepAll[T Object](obj T) T { return obj }
+
+// options are the non-generic, defaulted reflector settings.
+type options struct {
+	watchList      bool
+	pageSize       int64
+	watchTimeout   time.Duration
+	initialBackoff time.Duration
+	maxBackoff     time.Duration
+	backoffReset   time.Duration
+	clock          queue.Clock
+	labelSelector  string
+	fieldSelector  string
+}
+
+func orDefault[V comparable](v, def V) V {
+	var zero V
+	if v == zero {
+		return def
+	}
+	return v
+}

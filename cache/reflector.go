@@ -1,0 +1,366 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// ListerWatcher is the reflector's only I/O: list a page and open a watch,
+// both scoped to one resource (namespace included). The reflector fills in
+// selectors, resourceVersion, pagination and watch-list fields of opts.
+//
+// List returns a list object (meta.ListAccessor and meta.EachListItem work
+// on it: a typed list, *unstructured.UnstructuredList or
+// *metav1.PartialObjectMetadataList). Watch returns a stream whose ERROR
+// events carry a *metav1.Status.
+type ListerWatcher interface {
+	List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// errWatchEndedEarly reports a watch-list stream that closed before the
+// initial-events-end bookmark.
+var errWatchEndedEarly = errors.New("watch-list stream ended before the initial-events-end bookmark")
+
+// isStale reports errors after which resuming from the last resourceVersion
+// cannot work and a fresh list is needed: 410 Gone, Expired, and "too large
+// resource version" (a server that is behind the version we ask for).
+func isStale(err error) bool {
+	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) ||
+		apierrors.HasStatusCause(err, metav1.CauseTypeResourceVersionTooLarge) {
+		return true
+	}
+	var st apierrors.APIStatus
+	return errors.As(err, &st) && strings.Contains(st.Status().Message, "Too large resource version")
+}
+
+// watchListRejected reports the error a server gives when it does not
+// support streaming initial events (feature disabled or too old to accept
+// the parameters): the request is invalid or bad.
+func watchListRejected(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+}
+
+// reflector keeps a Store in step with the server: list (streaming
+// watch-list, else paginated), then watch from the list's resourceVersion,
+// resume after disconnects, relist when the version is gone. It is the
+// informer's single writer; every write goes through apply.
+type reflector[T Object] struct {
+	lw       ListerWatcher
+	decode   func(runtime.Object) (T, error)
+	resource string
+	o        *options
+	log      *slog.Logger
+
+	// emit is called for every real change, in order, from run's goroutine;
+	// synced is called after each completed list with its changes.
+	emit   func(Change[T])
+	synced func(changes []Change[T], rv string)
+	store  *Store[T]
+	stats  *informerStats
+	onErr  func(error)
+	// dmu is held around each store write and its emit, so that handler
+	// registration sees a consistent store and event stream.
+	dmu *sync.Mutex
+
+	watchListOff bool
+	lastRV       string
+	failures     int
+	healthySince time.Time
+}
+
+// run loops until ctx ends.
+func (r *reflector[T]) run(ctx context.Context) {
+	needList, watched := true, false
+	for ctx.Err() == nil {
+		var err error
+		switch {
+		case needList:
+			r.lastRV = ""
+			if r.o.watchList && !r.watchListOff {
+				err = r.watchList(ctx)
+				if err != nil && r.lastRV == "" && watchListRejected(err) {
+					r.log.Info("server does not stream initial events; using paginated lists", "resource", r.resource, "err", err)
+					r.watchListOff = true
+					continue
+				}
+				watched = r.lastRV != ""
+			} else {
+				err = r.list(ctx)
+			}
+			needList = r.lastRV == ""
+		default:
+			if watched {
+				r.stats.watchRestarts.Add(1)
+			}
+			watched = true
+			err = r.watch(ctx)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue // a list that worked, or a watch that ended normally (timeout): go on at once
+		}
+		if isStale(err) {
+			r.log.Info("resourceVersion is gone; relisting", "resource", r.resource, "resourceVersion", r.lastRV, "err", err)
+			needList = true
+			continue
+		}
+		r.stats.errors.Add(1)
+		r.stats.setLastError(err)
+		if r.onErr != nil {
+			r.onErr(err)
+		}
+		d := r.backoff()
+		r.log.Info("list/watch failed; backing off", "resource", r.resource, "err", err, "backoff", d)
+		t := r.o.clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// backoff returns the next delay: exponential from InitialBackoff to
+// MaxBackoff with up to +100% jitter, starting over when the last failure
+// came after at least BackoffReset of healthy operation.
+func (r *reflector[T]) backoff() time.Duration {
+	now := r.o.clock.Now()
+	if !r.healthySince.IsZero() && now.Sub(r.healthySince) >= r.o.backoffReset {
+		r.failures = 0
+	}
+	r.healthySince = time.Time{}
+	d := r.o.initialBackoff << min(r.failures, 30)
+	if d > r.o.maxBackoff || d <= 0 {
+		d = r.o.maxBackoff
+	}
+	r.failures++
+	return d + time.Duration(rand.Float64()*float64(d))
+}
+
+func (r *reflector[T]) healthy() {
+	if r.healthySince.IsZero() {
+		r.healthySince = r.o.clock.Now()
+	}
+}
+
+func (r *reflector[T]) baseOptions() metav1.ListOptions {
+	return metav1.ListOptions{LabelSelector: r.o.labelSelector, FieldSelector: r.o.fieldSelector}
+}
+
+func (r *reflector[T]) watchTimeout() *int64 {
+	s := int64((r.o.watchTimeout + time.Duration(rand.Float64()*float64(r.o.watchTimeout))) / time.Second)
+	return &s
+}
+
+// list does a paginated consistent list into a replace session.
+func (r *reflector[T]) list(ctx context.Context) error {
+	opts := r.baseOptions()
+	opts.Limit = r.o.pageSize
+	session := r.store.BeginReplace()
+	restarted := false
+	for {
+		obj, err := r.lw.List(ctx, opts)
+		if err != nil {
+			if isStale(err) && opts.Continue != "" && !restarted {
+				// The continue token expired mid-list: start over once.
+				restarted, opts.Continue = true, ""
+				session = r.store.BeginReplace()
+				continue
+			}
+			return fmt.Errorf("list %s: %w", r.resource, err)
+		}
+		lm, err := meta.ListAccessor(obj)
+		if err != nil {
+			return fmt.Errorf("list %s: unexpected list type %T: %w", r.resource, obj, err)
+		}
+		err = meta.EachListItemWithAlloc(obj, func(o runtime.Object) error {
+			if t, ok := r.decodeOrSkip(o); ok {
+				session.Put(t)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list %s: %w", r.resource, err)
+		}
+		if lm.GetContinue() == "" {
+			r.finish(session, lm.GetResourceVersion())
+			return nil
+		}
+		opts.Continue = lm.GetContinue()
+	}
+}
+
+func (r *reflector[T]) finish(session *ReplaceSession[T], rv string) {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	changes := session.Finish(rv)
+	r.stats.relists.Add(1)
+	r.lastRV = rv
+	r.stats.lastRV.Store(rv)
+	r.synced(changes, rv)
+	r.healthy()
+}
+
+// watchList streams the initial list (sendInitialEvents) into a replace
+// session, finishes it at the initial-events-end bookmark, then keeps
+// consuming the same stream as a normal watch.
+func (r *reflector[T]) watchList(ctx context.Context) error {
+	opts := r.baseOptions()
+	send := true
+	opts.SendInitialEvents = &send
+	opts.ResourceVersionMatch = metav1.ResourceVersionMatchNotOlderThan
+	opts.AllowWatchBookmarks = true
+	opts.TimeoutSeconds = r.watchTimeout()
+	w, err := r.lw.Watch(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("watch-list %s: %w", r.resource, err)
+	}
+	return r.consume(ctx, w, r.store.BeginReplace())
+}
+
+// watch resumes from r.lastRV.
+func (r *reflector[T]) watch(ctx context.Context) error {
+	opts := r.baseOptions()
+	opts.ResourceVersion = r.lastRV
+	opts.AllowWatchBookmarks = true
+	opts.TimeoutSeconds = r.watchTimeout()
+	w, err := r.lw.Watch(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("watch %s from resourceVersion %q: %w", r.resource, r.lastRV, err)
+	}
+	return r.consume(ctx, w, nil)
+}
+
+// consume applies a watch stream until it ends. With an open session the
+// stream is a watch-list: objects go into the session until the end bookmark.
+func (r *reflector[T]) consume(ctx context.Context, w watch.Interface, session *ReplaceSession[T]) error {
+	defer w.Stop()
+	if session == nil {
+		r.healthy()
+	}
+	for {
+		var ev watch.Event
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok = <-w.ResultChan():
+		}
+		if !ok {
+			if session != nil {
+				return errWatchEndedEarly
+			}
+			return nil
+		}
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			t, ok := r.decodeOrSkip(ev.Object)
+			if !ok {
+				r.advance(ev.Object, session == nil)
+				continue
+			}
+			if session != nil {
+				session.Put(t)
+				continue
+			}
+			r.stats.events.Add(1)
+			r.dmu.Lock()
+			old, existed, changed := r.store.Upsert(t)
+			switch {
+			case !existed:
+				r.emit(Change[T]{Type: Added, Key: KeyOf(t), New: t})
+			case changed:
+				r.emit(Change[T]{Type: Updated, Key: KeyOf(t), Old: old, New: t})
+			}
+			r.dmu.Unlock()
+			r.advance(ev.Object, true)
+		case watch.Deleted:
+			acc, err := meta.Accessor(ev.Object)
+			if err != nil {
+				r.skip(ev.Object, err)
+				continue
+			}
+			if session != nil {
+				continue // not sent during initial events; nothing to remove from a listing
+			}
+			r.stats.events.Add(1)
+			key := Key(acc.GetNamespace(), acc.GetName())
+			r.dmu.Lock()
+			if old, ok := r.store.Delete(key); ok {
+				r.emit(Change[T]{Type: Deleted, Key: key, Old: old})
+			}
+			r.dmu.Unlock()
+			r.advance(ev.Object, true)
+		case watch.Bookmark:
+			acc, err := meta.Accessor(ev.Object)
+			if err != nil {
+				r.skip(ev.Object, err)
+				continue
+			}
+			if session != nil && acc.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+				r.finish(session, acc.GetResourceVersion())
+				session = nil
+				continue
+			}
+			if session == nil {
+				r.advance(ev.Object, true)
+			}
+		case watch.Error:
+			return fmt.Errorf("watch %s: %w", r.resource, apierrors.FromObject(ev.Object))
+		default:
+			r.skip(ev.Object, fmt.Errorf("unknown watch event type %q", ev.Type))
+		}
+	}
+}
+
+// advance records the resourceVersion of an applied event as the resume point.
+func (r *reflector[T]) advance(o runtime.Object, record bool) {
+	if !record {
+		return
+	}
+	if acc, err := meta.Accessor(o); err == nil && acc.GetResourceVersion() != "" {
+		r.lastRV = acc.GetResourceVersion()
+		r.store.SetResourceVersion(r.lastRV)
+		r.stats.lastRV.Store(r.lastRV)
+	}
+}
+
+func (r *reflector[T]) decodeOrSkip(o runtime.Object) (T, bool) {
+	t, err := r.decode(o)
+	if err == nil && KeyOf(t) == "" {
+		err = errors.New("object has no name")
+	}
+	if err != nil {
+		r.skip(o, err)
+		var zero T
+		return zero, false
+	}
+	return t, true
+}
+
+// skip logs and counts an object the informer cannot store; the informer
+// keeps going without it.
+func (r *reflector[T]) skip(o runtime.Object, err error) {
+	r.stats.skipped.Add(1)
+	ns, name := "", ""
+	if acc, aerr := meta.Accessor(o); aerr == nil {
+		ns, name = acc.GetNamespace(), acc.GetName()
+	}
+	r.log.Warn("skipping object the informer cannot store", "resource", r.resource, "namespace", ns, "name", name, "type", fmt.Sprintf("%T", o), "err", err)
+}

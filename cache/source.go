@@ -1,0 +1,189 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+)
+
+// Scope narrows what an informer watches. The zero value is every object of
+// the resource in every namespace.
+type Scope struct {
+	Namespace     string // "" for all namespaces (or a cluster-scoped resource)
+	LabelSelector string // e.g. "app=web"; parsed by the server
+	FieldSelector string // e.g. "spec.nodeName=n1"; parsed by the server
+}
+
+func (s Scope) String() string {
+	return fmt.Sprintf("ns=%q labels=%q fields=%q", s.Namespace, s.LabelSelector, s.FieldSelector)
+}
+
+// Source is where an informer's objects come from: a ListerWatcher for one
+// resource in one namespace, a decoder from the wire object to T, and the
+// selectors. Build one with TypedSource, UnstructuredSource, MetadataSource
+// or Project, or fill it in (for tests, a scripted ListerWatcher).
+type Source[T Object] struct {
+	LW ListerWatcher
+	// Decode turns an object from a list or watch into T. An error makes
+	// the informer skip the object (logged and counted).
+	Decode func(runtime.Object) (T, error)
+	// Resource names the source in errors, logs and metrics, e.g. "pods".
+	Resource string
+	// Scope's selectors are sent with every list and watch. Its Namespace
+	// must match the ListerWatcher's (it is used to tell sources apart).
+	Scope Scope
+	// id distinguishes sources for the shared factory.
+	id string
+}
+
+// ID identifies what the source watches: two sources with the same ID
+// produce the same objects, so a Factory shares one informer between them.
+func (s Source[T]) ID() string {
+	if s.id != "" {
+		return s.id
+	}
+	return fmt.Sprintf("%s %v %s", s.Resource, reflect.TypeFor[T](), s.Scope)
+}
+
+// Assert is a Decode for sources whose wire objects already are T.
+func Assert[T Object](o runtime.Object) (T, error) {
+	t, ok := o.(T)
+	if !ok {
+		return t, fmt.Errorf("got %T, want %v", o, reflect.TypeFor[T]())
+	}
+	return t, nil
+}
+
+// informerConfig returns cfg for informer traffic: a list and a long watch
+// per informer is not worth throttling client-side, so the client's default
+// 5 QPS limiter is off unless the caller set a limiter or a QPS.
+func informerConfig(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	if c.RateLimiter == nil && c.QPS == 0 {
+		c.QPS = -1
+	}
+	return c
+}
+
+// TypedSource watches a built-in resource as its k8s.io/api type T (e.g.
+// *corev1.Pod for corev1.SchemeGroupVersion.WithResource("pods")), decoding
+// protobuf from the wire (the kubernetes client scheme must know T). It does
+// no I/O until the informer runs.
+func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[T], error) {
+	c := informerConfig(cfg)
+	gv := gvr.GroupVersion()
+	c.GroupVersion = &gv
+	c.APIPath = "/apis"
+	if gv.Group == "" {
+		c.APIPath = "/api"
+	}
+	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	rc, err := rest.RESTClientFor(c)
+	if err != nil {
+		return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
+	}
+	return Source[T]{LW: &restLW{c: rc, resource: gvr.Resource, ns: scope.Namespace}, Decode: Assert[T], Resource: resourceName(gvr), Scope: scope}, nil
+}
+
+type restLW struct {
+	c        *rest.RESTClient
+	resource string
+	ns       string
+}
+
+func (l *restLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+		VersionedParams(&opts, scheme.ParameterCodec).Do(ctx).Get()
+}
+
+func (l *restLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+		VersionedParams(&opts, scheme.ParameterCodec).Watch(ctx)
+}
+
+// UnstructuredSource watches any resource (custom resources included) as
+// *unstructured.Unstructured over JSON.
+func UnstructuredSource(cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[*unstructured.Unstructured], error) {
+	dc, err := dynamic.NewForConfig(informerConfig(cfg))
+	if err != nil {
+		return Source[*unstructured.Unstructured]{}, fmt.Errorf("dynamic client for %s: %w", gvr, err)
+	}
+	ri := dc.Resource(gvr).Namespace(scope.Namespace)
+	return Source[*unstructured.Unstructured]{LW: dynamicLW{ri}, Decode: Assert[*unstructured.Unstructured], Resource: resourceName(gvr), Scope: scope}, nil
+}
+
+type dynamicLW struct{ ri dynamic.ResourceInterface }
+
+func (l dynamicLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	return l.ri.List(ctx, opts)
+}
+
+func (l dynamicLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return l.ri.Watch(ctx, opts)
+}
+
+// MetadataSource watches only the metadata of any resource, as
+// *metav1.PartialObjectMetadata (protobuf on the wire): the cheapest way to
+// cache objects whose spec and status a controller does not read.
+func MetadataSource(cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[*metav1.PartialObjectMetadata], error) {
+	mc, err := metadata.NewForConfig(informerConfig(cfg))
+	if err != nil {
+		return Source[*metav1.PartialObjectMetadata]{}, fmt.Errorf("metadata client for %s: %w", gvr, err)
+	}
+	ri := mc.Resource(gvr).Namespace(scope.Namespace)
+	return Source[*metav1.PartialObjectMetadata]{LW: metadataLW{ri}, Decode: Assert[*metav1.PartialObjectMetadata], Resource: resourceName(gvr) + " (metadata)", Scope: scope}, nil
+}
+
+type metadataLW struct{ ri metadata.ResourceInterface }
+
+func (l metadataLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	return l.ri.List(ctx, opts)
+}
+
+func (l metadataLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return l.ri.Watch(ctx, opts)
+}
+
+// Project turns a source of T into a source of a small struct P of the
+// caller's own: the informer then caches only what project returns, and the
+// full T is garbage as soon as it is decoded. name distinguishes projections
+// of the same source in a Factory. project must not keep references into
+// fields it does not need if memory matters (copy strings it keeps from
+// large structures as needed).
+func Project[T, P Object](src Source[T], name string, project func(T) P) Source[P] {
+	decode := src.Decode
+	return Source[P]{
+		LW: src.LW,
+		Decode: func(o runtime.Object) (P, error) {
+			t, err := decode(o)
+			if err != nil {
+				var zero P
+				return zero, err
+			}
+			return project(t), nil
+		},
+		Resource: src.Resource,
+		Scope:    src.Scope,
+		id:       src.ID() + " projected " + name,
+	}
+}
+
+func resourceName(gvr schema.GroupVersionResource) string {
+	if gvr.Group == "" {
+		return gvr.Resource
+	}
+	return gvr.Resource + "." + gvr.Group
+}

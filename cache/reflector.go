@@ -343,7 +343,7 @@ func (r *reflector[T]) advance(o runtime.Object, record bool) {
 
 func (r *reflector[T]) decodeOrSkip(o runtime.Object) (T, bool) {
 	t, err := r.decode(o)
-	if err == nil && KeyOf(t) == "" {
+	if err == nil && t.GetName() == "" {
 		err = errors.New("object has no name")
 	}
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,7 @@ type Manager struct {
 	caches      []namedCache
 	controllers []Controller
 	started     bool
+	shared      map[string]any
 
 	ready    atomic.Bool
 	leading  atomic.Bool
@@ -140,16 +142,44 @@ func New(o Options) (*Manager, error) {
 // Registry is where parts register their metrics.
 func (m *Manager) Registry() *prometheus.Registry { return m.reg }
 
-// AddCache registers a cache; name appears in sync errors and logs. It
-// fails after Start.
+// AddCache registers a cache; name appears in sync errors and logs. Adding
+// the same cache again (shared informers) is a no-op. It fails after Start.
 func (m *Manager) AddCache(name string, c Cache) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.started {
 		return fmt.Errorf("manager: AddCache(%s) after Start", name)
 	}
+	if reflect.TypeOf(c).Comparable() {
+		for _, have := range m.caches {
+			if reflect.TypeOf(have.c) == reflect.TypeOf(c) && have.c == c {
+				return nil
+			}
+		}
+	}
 	m.caches = append(m.caches, namedCache{name, c})
 	return nil
+}
+
+// Shared returns the value stored under key, creating it with mk on first
+// use; parts that need one instance per manager (such as metrics that may be
+// registered only once) share it this way. An error from mk is returned and
+// nothing is stored.
+func (m *Manager) Shared(key string, mk func() (any, error)) (any, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.shared[key]; ok {
+		return v, nil
+	}
+	v, err := mk()
+	if err != nil {
+		return nil, err
+	}
+	if m.shared == nil {
+		m.shared = map[string]any{}
+	}
+	m.shared[key] = v
+	return v, nil
 }
 
 // AddController registers a controller. Names must be unique. It fails

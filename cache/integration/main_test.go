@@ -1,0 +1,114 @@
+// Package integration tests the cache package against the local control
+// plane (testenv): one shared control plane for the package, and dedicated
+// ones for restarts and compaction.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/testenv"
+)
+
+var shared *testenv.Env
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: os.Stderr}})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cache integration: start shared control plane:", err)
+		os.Exit(1)
+	}
+	shared = env
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "cache integration: stop shared control plane:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func clientset(t *testing.T, cfg *rest.Config) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// runInformer runs inf until the test ends and waits for it to return.
+func runInformer[T cache.Object](t *testing.T, inf *cache.Informer[T]) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { inf.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// eventually polls cond every 20 ms until it returns "" or the deadline
+// passes; then it fails with cond's last complaint.
+func eventually(t *testing.T, d time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// snapshot renders objects as sorted "key@resourceVersion" lines.
+func snapshot[T cache.Object](objs []T) []string {
+	out := make([]string, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, cache.KeyOf(o)+"@"+o.GetResourceVersion())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// sameAs returns "" when the informer's store holds exactly want.
+func sameAs[T cache.Object](inf *cache.Informer[T], want []string) string {
+	got := snapshot(inf.Lister().List(nil))
+	if slices.Equal(got, want) {
+		return ""
+	}
+	return fmt.Sprintf("store %q, want %q", got, want)
+}
+
+func podsOf(l *corev1.PodList) []*corev1.Pod {
+	out := make([]*corev1.Pod, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out
+}
+
+func newPod(name string, lbls map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}},
+	}
+}

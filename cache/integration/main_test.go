@@ -112,3 +112,8 @@ func newPod(name string, lbls map[string]string) *corev1.Pod {
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}},
 	}
 }
+
+// impersonateNobody is a user with no RBAC bindings.
+func impersonateNobody() rest.ImpersonationConfig {
+	return rest.ImpersonationConfig{UserName: "skiff-nobody"}
+}

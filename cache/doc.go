@@ -1,0 +1,45 @@
+// Package cache is Skiff's informer engine: it keeps a local, indexed copy of
+// Kubernetes objects in step with the API server and tells controllers what
+// changed.
+//
+// Features:
+//
+//   - Store[T]: typed, thread-safe, keyed "namespace/name"; named indexes
+//     (NamespaceIndex built in, LabelIndex, any IndexFunc); Get, List(selector),
+//     ByIndex. Readers hold a read lock only while copying pointers out.
+//     Objects handed out are shared and read-only.
+//   - Relists without two copies: Store.BeginReplace streams a full listing
+//     in, keeps only objects that differ (new key or new resourceVersion),
+//     swaps them in at Finish in one step and reports only real changes
+//     (adds, updates, deletes of vanished keys).
+//   - Transform before storing: DefaultTransform strips managedFields and
+//     the last-applied-configuration annotation. Project caches a small
+//     struct of your own (embed Meta) instead of the full object.
+//   - Reflector behind ListerWatcher (the only I/O): streaming watch-list
+//     (sendInitialEvents, ended by the k8s.io/initial-events-end bookmark),
+//     falling back to paginated lists (PageSize, default 500) when the
+//     server rejects it; watches from the list's resourceVersion with
+//     bookmarks; resumes from the last resourceVersion seen after a
+//     disconnect; relists on 410 Gone, Expired or "too large resource
+//     version"; server-side watch timeouts with jitter; exponential backoff
+//     with jitter that resets after a healthy period; injected clock.
+//   - Sources: TypedSource (k8s.io/api types, protobuf on the wire),
+//     UnstructuredSource (custom resources, JSON), MetadataSource
+//     (PartialObjectMetadata), or any ListerWatcher.
+//   - Informer[T]: Run(ctx) blocks and joins what it started (New starts
+//     nothing); HasSynced, WaitForSync (its error names the last list/watch
+//     error); a Lister; Stats. Objects that cannot be decoded are skipped,
+//     logged and counted; the informer goes on.
+//   - Factory: one informer (one watch) per resource, type, namespace,
+//     selectors and projection per process.
+//   - Handlers: key handlers push keys into a queue.Queue[string] with no
+//     buffering in between (the queue deduplicates); event handlers get
+//     add/update/delete with old and new objects through a bounded buffer
+//     that applies backpressure; both can be removed and report their own
+//     synced state; optional periodic resync of keys at low priority.
+//   - Metrics: objects, approximate bytes, relists, watch restarts, events,
+//     skipped objects, errors, handler blocked time, last resourceVersion.
+//
+// Concurrency: each Informer has one writer (its Run goroutine); every read
+// method of Store, Lister and Informer is safe for concurrent use.
+package cache

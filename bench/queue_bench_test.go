@@ -40,6 +40,18 @@ func (s skiffQueue) Get() (string, bool) {
 	return k, err == nil
 }
 
+// DoneAndGet is Skiff's combined worker-loop step (no equivalent in the
+// anchors); only the impl=skiff/loop=doneandget variant of Q1 uses it.
+func (s skiffQueue) DoneAndGet(done string) (string, bool) {
+	k, err := s.q.DoneAndGet(context.Background(), done)
+	return k, err == nil
+}
+
+// doneAndGetter is implemented by contenders with a combined Done+Get.
+type doneAndGetter interface {
+	DoneAndGet(done string) (string, bool)
+}
+
 // clientGoQueue adapts client-go's rate-limiting queue (Get returns shutdown=true).
 type clientGoQueue struct {
 	q workqueue.TypedRateLimitingInterface[string]
@@ -126,6 +138,11 @@ func (a *allocCounter) perItem(items int) float64 {
 // BenchmarkQueueThroughput (Q1): 2 producers and 2 consumers; each op is a
 // round of `keys` Adds over keys/2 distinct keys (half are duplicates). A
 // round ends when every key has been processed after its last Add.
+//
+// Consumers run Get, the bookkeeping, then Done. The variant
+// impl=skiff/loop=doneandget does the same work with Skiff's DoneAndGet, the
+// natural worker loop of its API, which replaces each Done and the following
+// Get by one call; the anchors have no equivalent.
 func BenchmarkQueueThroughput(b *testing.B) {
 	n := benchSize(10_000, 100_000)
 	distinct := n / 2
@@ -134,7 +151,19 @@ func BenchmarkQueueThroughput(b *testing.B) {
 	for i, k := range keys {
 		index[k] = i
 	}
+	type contender struct {
+		name       string
+		new        func() queueImpl
+		doneAndGet bool
+	}
+	var contenders []contender
 	for _, impl := range queueImpls {
+		contenders = append(contenders, contender{name: impl.name, new: impl.new})
+		if impl.name == "skiff" {
+			contenders = append(contenders, contender{name: "skiff/loop=doneandget", new: impl.new, doneAndGet: true})
+		}
+	}
+	for _, impl := range contenders {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			q := impl.new()
 			var (
@@ -147,11 +176,8 @@ func BenchmarkQueueThroughput(b *testing.B) {
 			var consumers sync.WaitGroup
 			for range 2 {
 				consumers.Go(func() {
-					for {
-						k, ok := q.Get()
-						if !ok {
-							return
-						}
+					k, ok := q.Get()
+					for ok {
 						i := index[k]
 						v := announced[i].Load()
 						if r, m := v>>2, marked[i].Load(); v&3 == 2 && m < r && marked[i].CompareAndSwap(m, r) {
@@ -159,7 +185,12 @@ func BenchmarkQueueThroughput(b *testing.B) {
 								finished <- struct{}{}
 							}
 						}
-						q.Done(k)
+						if impl.doneAndGet {
+							k, ok = q.(doneAndGetter).DoneAndGet(k)
+						} else {
+							q.Done(k)
+							k, ok = q.Get()
+						}
 					}
 				})
 			}

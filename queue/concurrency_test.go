@@ -12,8 +12,9 @@ import (
 	"github.com/skiffkit/skiff/queue"
 )
 
-// TestConcurrentInvariants hammers a queue from producers and workers with a
-// seeded random mix of operations on the real clock and checks:
+// TestConcurrentInvariants hammers a queue from producers and workers (half
+// of them stepping with Done+Get, half with DoneAndGet) with a seeded random
+// mix of operations on the real clock and checks:
 //   - no key is ever processed by two workers at once;
 //   - every key is processed after its last add (nothing lost);
 //   - a drain finishes everything that was ready.
@@ -40,8 +41,9 @@ func TestConcurrentInvariants(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(s, uint64(100+w)))
+			combined := w%2 == 1 // half the workers step with DoneAndGet
+			k, err := q.Get(ctx)
 			for {
-				k, err := q.Get(ctx)
 				if err != nil {
 					if !errors.Is(err, queue.ErrShutDown) {
 						t.Error(err)
@@ -59,7 +61,12 @@ func TestConcurrentInvariants(t *testing.T) {
 					q.Forget(k)
 				}
 				active[k].Add(-1)
-				q.Done(k)
+				if combined {
+					k, err = q.DoneAndGet(ctx, k)
+				} else {
+					q.Done(k)
+					k, err = q.Get(ctx)
+				}
 			}
 		})
 	}

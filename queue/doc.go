@@ -41,18 +41,17 @@
 // clock. Blocked Gets are woken one at a
 // time through per-waiter channels, and only when one is blocked.
 //
-// Typical worker loop:
+// Typical worker loop; DoneAndGet marks a key done and takes the next one
+// with one lock acquisition instead of two (Done, then Get):
 //
-//	for {
-//		key, err := q.Get(ctx)
-//		if err != nil {
-//			return // ctx done or queue shut down
-//		}
+//	key, err := q.Get(ctx)
+//	for err == nil {
 //		if err := reconcile(key); err != nil {
 //			q.Fail(key, err)
 //		} else {
 //			q.Forget(key)
 //		}
-//		q.Done(key)
+//		key, err = q.DoneAndGet(ctx, key)
 //	}
+//	// err: ctx done or queue shut down; the last key was marked done.
 package queue

@@ -1,6 +1,8 @@
 package queue_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -199,7 +201,7 @@ func runOps(data []byte) error {
 	m := &model{aging: int64(modelAging), keys: map[string]*mkey{}}
 	var processing []string
 	for n := 0; n+1 < len(data); n += 2 {
-		op, arg := data[n]%9, data[n+1]
+		op, arg := data[n]%10, data[n+1]
 		k := "k" + strconv.Itoa(int(arg%5))
 		var desc string
 		switch op {
@@ -257,6 +259,33 @@ func runOps(data []byte) error {
 			desc = "Len"
 			if got, want := q.Len(), m.len(); got != want {
 				return fmt.Errorf("op %d Len = %d, model %d", n/2, got, want)
+			}
+		case 9:
+			// DoneAndGet is Done then Get. With nothing ready it would block
+			// (the fake clock does not move), so then it runs on a cancelled
+			// context and must still do the Done.
+			if len(processing) > 0 {
+				j := int(arg) % len(processing)
+				k = processing[j]
+				processing = append(processing[:j], processing[j+1:]...)
+			}
+			desc = "DoneAndGet " + k
+			m.done(k)
+			want, wok := m.get()
+			ctx := context.Background()
+			if !wok {
+				c, cancel := context.WithCancel(ctx)
+				cancel()
+				ctx = c
+			}
+			got, err := q.DoneAndGet(ctx, k)
+			if ok := err == nil; got != want || ok != wok || !ok && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("op %d DoneAndGet %s = %q,%v; model %q,%v", n/2, k, got, err, want, wok)
+			}
+			if wok {
+				processing = append(processing, got)
+			} else {
+				q.Len() // m.get promoted due keys; the cancelled call did not
 			}
 		}
 		if err := q.CheckInvariants(); err != nil {
@@ -318,6 +347,7 @@ func FuzzQueue(f *testing.F) {
 	f.Add([]byte{0, 0, 3, 0, 6, 0, 0, 0, 7, 0, 4, 0, 5, 2, 3, 0})
 	f.Add([]byte{2, 49, 2, 24, 3, 0, 5, 3, 5, 3, 5, 3, 3, 0, 3, 0})
 	f.Add([]byte{0, 2, 3, 0, 6, 0, 6, 1, 0, 2, 4, 0, 8, 0, 5, 2, 3, 0})
+	f.Add([]byte{0, 1, 0, 2, 3, 0, 0, 1, 9, 0, 9, 1, 9, 0, 8, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if err := runOps(data); err != nil {
 			t.Fatal(err)

@@ -196,9 +196,6 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 	if after <= 0 && e.bucket != noBucket && prio <= e.readyPrio {
 		return // the common duplicate: already ready at this priority or higher
 	}
-	if now == 0 {
-		now = q.now()
-	}
 	if e.backoff && !backoff {
 		if !bypass {
 			e.waitPrio = max(e.waitPrio, prio)
@@ -215,6 +212,9 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 		e.dirty = false
 	}
 	if after > 0 {
+		if now == 0 {
+			now = q.now()
+		}
 		q.addDelayedLocked(i, prio, now+int64(after), backoff)
 		return
 	}
@@ -235,6 +235,9 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 			q.setReadyPrio(i, prio)
 		}
 	default:
+		if now == 0 { // read only here: a key marked dirty needs no time
+			now = q.now()
+		}
 		q.pushReady(i, prio, now)
 		q.signalOne()
 	}
@@ -367,6 +370,31 @@ func (q *Queue[K]) Get(ctx context.Context) (K, error) {
 		return zero, err
 	}
 	q.mu.Lock()
+	return q.getLocked(ctx)
+}
+
+// DoneAndGet is Done(done) followed by Get(ctx) under one lock acquisition:
+// the worker loop's step from one key to the next, cheaper than the two
+// calls. Done(done) always takes effect, even if ctx is done or the queue is
+// shut down; the result is then that of Get(ctx): the next key, which the
+// caller must pass to Done or DoneAndGet, or ctx.Err(), or ErrShutDown. The
+// next key may be done itself, if it was added again while processing. It
+// is safe for concurrent use, like every method.
+func (q *Queue[K]) DoneAndGet(ctx context.Context, done K) (K, error) {
+	q.mu.Lock()
+	q.doneLocked(done, false)
+	if err := ctx.Err(); err != nil {
+		q.leaveLocked(nil) // pass on a key that done may have requeued
+		q.mu.Unlock()
+		var zero K
+		return zero, err
+	}
+	return q.getLocked(ctx)
+}
+
+// getLocked implements Get with q.mu held; it returns with q.mu released.
+func (q *Queue[K]) getLocked(ctx context.Context) (K, error) {
+	var zero K
 	var w *waiter
 	for {
 		if k, ok := q.takeLocked(); ok {
@@ -516,7 +544,14 @@ func (q *Queue[K]) signalOne() {
 // it becomes ready again. Done of a key that is not processing does nothing.
 func (q *Queue[K]) Done(key K) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.doneLocked(key, true)
+	q.mu.Unlock()
+}
+
+// doneLocked implements Done. signal says whether to wake a blocked Get for
+// a key that Done requeues; DoneAndGet does not, as it takes a key itself
+// and then passes on what is left (leaveLocked).
+func (q *Queue[K]) doneLocked(key K, signal bool) {
 	i, ok := q.index[key]
 	if !ok || q.entries[i].procIdx < 0 {
 		return
@@ -541,7 +576,9 @@ func (q *Queue[K]) Done(key K) {
 				now = q.now()
 			}
 			q.pushReady(i, e.dirtyPrio, now)
-			q.signalOne()
+			if signal {
+				q.signalOne()
+			}
 		}
 	}
 	q.release(i)

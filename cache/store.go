@@ -133,13 +133,12 @@ func NewStore[T Object](o StoreOptions[T]) *Store[T] {
 // Get returns the object stored under key.
 func (s *Store[T]) Get(key string) (T, bool) {
 	s.mu.RLock()
-	e, ok := s.items[key]
-	s.mu.RUnlock()
-	if !ok {
-		var zero T
-		return zero, false
+	defer s.mu.RUnlock()
+	if e, ok := s.items[key]; ok {
+		return e.obj, true
 	}
-	return e.obj, true
+	var zero T
+	return zero, false
 }
 
 // Len returns the number of stored objects.
@@ -291,11 +290,13 @@ func (r *ReplaceSession[T]) Put(obj T) {
 	r.n++
 	r.s.mu.RLock()
 	e, ok := r.s.items[key]
+	var oldRV string
 	if ok {
 		e.seen.Store(r.gen)
+		oldRV = e.obj.GetResourceVersion()
 	}
 	r.s.mu.RUnlock()
-	if ok && e.obj.GetResourceVersion() == obj.GetResourceVersion() && obj.GetResourceVersion() != "" {
+	if ok && oldRV == obj.GetResourceVersion() && oldRV != "" {
 		delete(r.pending, key)
 		return
 	}

@@ -33,6 +33,9 @@ func apiserverArgs(p pki, etcdURL, certDir string) []string {
 		// admission plugin would reject every pod for want of a "default" SA.
 		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=true",
+		// Without it an open watch holds shutdown for the full request
+		// timeout (60s): the HTTP server waits for active streams.
+		"--shutdown-watch-termination-grace-period=2s",
 		// The built-in endpoint reconciler refuses loopback addresses.
 		"--endpoint-reconciler-type=none",
 	}

@@ -348,3 +348,24 @@ func TestServerReportsItsKubernetesVersion(t *testing.T) {
 		t.Fatalf("server version %+v, want v1.36.x (stamped at build time)", v)
 	}
 }
+
+func TestStopIsQuickWithAnOpenWatch(t *testing.T) {
+	ctx := ctxFor(t, 2*time.Minute)
+	env, err := testenv.Start(ctx, testenv.Options{Controllers: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := clientset(t, env).CoreV1().ConfigMaps("").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		env.Stop()
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	begin := time.Now()
+	if err := env.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Fatalf("stop with an open watch took %v, want < 10s", took)
+	}
+}

@@ -1,0 +1,259 @@
+package foo_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/examples/foo"
+	"github.com/skiffkit/skiff/manager"
+	"github.com/skiffkit/skiff/testenv"
+)
+
+var env *testenv.Env
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	var err error
+	env, err = testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: os.Stderr}})
+	if err == nil {
+		_, err = testenv.ApplyCRDFiles(ctx, env.Config(), "config/crd.yaml")
+	}
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "foo tests:", err)
+		if env != nil {
+			env.Stop()
+		}
+		os.Exit(1)
+	}
+	code := m.Run()
+	env.Stop()
+	os.Exit(code)
+}
+
+// run starts a manager with the Foo operator until the test ends.
+func run(t *testing.T, opts controller.Options[string]) *foo.Operator {
+	t.Helper()
+	mgr, err := manager.New(manager.Options{Addr: "-", Logger: quiet, KeepKlog: true, SyncTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = quiet
+	op, err := foo.Setup(mgr, cache.NewFactory(), env.Config(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	return op
+}
+
+func clients(t *testing.T) (kubernetes.Interface, dynamic.NamespaceableResourceInterface) {
+	cs, err := kubernetes.NewForConfig(env.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := dynamic.NewForConfig(env.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, dc.Resource(foo.GVR)
+}
+
+func newFoo(name, message string, fail bool) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "demo.skiff.dev/v1", "kind": "Foo",
+		"metadata": map[string]any{"name": name},
+		"spec":     map[string]any{"message": message, "fail": fail},
+	}}
+}
+
+func eventually(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestFooLifecycle(t *testing.T) {
+	ctx := context.Background()
+	run(t, controller.Options[string]{})
+	ns := testenv.Namespace(t, env.Config())
+	cs, foos := clients(t)
+
+	created, err := foos.Namespace(ns).Create(ctx, newFoo("a", "hello", false), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmName := foo.ConfigMapName("a")
+	eventually(t, "configmap with the message and a Ready status", func() (bool, error) {
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		f, err := foos.Namespace(ns).Get(ctx, "a", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return cm.Data["message"] == "hello" && foo.Converged(f) && cm.OwnerReferences[0].UID == created.GetUID(), nil
+	})
+
+	// Update: the spec change (new generation) is reconciled into the child.
+	eventually(t, "update applied", func() (bool, error) {
+		f, err := foos.Namespace(ns).Get(ctx, "a", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		unstructured.SetNestedField(f.Object, "bonjour", "spec", "message")
+		_, err = foos.Namespace(ns).Update(ctx, f, metav1.UpdateOptions{})
+		return err == nil, err
+	})
+	eventually(t, "configmap updated and status at the new generation", func() (bool, error) {
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		f, err := foos.Namespace(ns).Get(ctx, "a", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return cm.Data["message"] == "bonjour" && f.GetGeneration() == 2 && foo.Converged(f), nil
+	})
+
+	// Owns: deleting the child wakes the owner, which recreates it.
+	old, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().ConfigMaps(ns).Delete(ctx, cmName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "configmap recreated after its deletion", func() (bool, error) {
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return cm.UID != old.UID && cm.Data["message"] == "bonjour", nil
+	})
+	// Owns: editing the child is reverted.
+	eventually(t, "edit of the child", func() (bool, error) {
+		_, err := cs.CoreV1().ConfigMaps(ns).Patch(ctx, cmName, types.MergePatchType, []byte(`{"data":{"message":"tampered"}}`), metav1.PatchOptions{})
+		return err == nil, err
+	})
+	eventually(t, "tampered child reverted", func() (bool, error) {
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})
+		return err == nil && cm.Data["message"] == "bonjour", err
+	})
+
+	// Delete: the garbage collector removes the owned ConfigMap.
+	if err := foos.Namespace(ns).Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "configmap garbage-collected", func() (bool, error) {
+		_, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+func TestRetryBudgetDeadLetterReplay(t *testing.T) {
+	ctx := context.Background()
+	op := run(t, controller.Options[string]{MaxFailures: 3})
+	ns := testenv.Namespace(t, env.Config())
+	_, foos := clients(t)
+	if _, err := foos.Namespace(ns).Create(ctx, newFoo("broken", "x", true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	key := ns + "/broken"
+	eventually(t, "dead letter", func() (bool, error) {
+		for _, d := range op.Controller.DeadLetterInfos() {
+			if d.Key == key && d.Attempts == 3 && strings.Contains(d.LastError, "spec.fail") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	// Fix the object: the key stays dead (adds are dropped) until replayed.
+	f, err := foos.Namespace(ns).Get(ctx, "broken", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unstructured.SetNestedField(f.Object, false, "spec", "fail")
+	if _, err := foos.Namespace(ns).Update(ctx, f, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "fixed object in the cache", func() (bool, error) {
+		c, ok := op.Foos.Lister().Get(ns, "broken")
+		fail, _, _ := unstructured.NestedBool(c.Object, "spec", "fail")
+		return ok && !fail, nil
+	})
+	if got, _ := foos.Namespace(ns).Get(ctx, "broken", metav1.GetOptions{}); foo.Converged(got) {
+		t.Fatal("a dead-lettered key was reconciled without a replay")
+	}
+	if !op.Controller.ReplayKey(key) {
+		t.Fatalf("ReplayKey(%s) = false", key)
+	}
+	eventually(t, "replayed foo converged", func() (bool, error) {
+		got, err := foos.Namespace(ns).Get(ctx, "broken", metav1.GetOptions{})
+		return err == nil && foo.Converged(got), err
+	})
+	if n := len(op.Controller.DeadLetterInfos()); n != 0 {
+		t.Fatalf("%d dead letters after a successful replay", n)
+	}
+}
+
+func TestMissingCRDFailsSyncNamingIt(t *testing.T) {
+	mgr, err := manager.New(manager.Options{Addr: "-", Logger: quiet, KeepKlog: true, SyncTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr := schema.GroupVersionResource{Group: "demo.skiff.dev", Version: "v1", Resource: "bars"}
+	src, err := cache.UnstructuredSource(env.Config(), gvr, cache.Scope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf := cache.New(src, cache.Options[*unstructured.Unstructured]{Name: "bars.demo.skiff.dev", Logger: quiet})
+	mgr.AddCache("bars.demo.skiff.dev", inf)
+	err = mgr.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "bars.demo.skiff.dev did not sync") {
+		t.Fatalf("Start = %v, want a sync error naming bars.demo.skiff.dev", err)
+	}
+	t.Logf("sync error: %v", err)
+	if !strings.Contains(strings.ToLower(err.Error()), "not found") && !strings.Contains(err.Error(), "could not find") {
+		t.Fatalf("sync error %q does not say the resource is missing", err)
+	}
+}

@@ -235,7 +235,7 @@ func TestNeverTheSameKeyTwiceAtOnce(t *testing.T) {
 }
 
 func TestAdaptivePoolBeatsOneWorkerForIOBoundWork(t *testing.T) {
-	const keys, latency = 100, 10 * time.Millisecond
+	const keys, latency = 150, 10 * time.Millisecond
 	run := func(minW, maxW int) (time.Duration, int) {
 		var done atomic.Int64
 		var peak atomic.Int64

@@ -130,14 +130,17 @@ func (c *Controller[K]) setActive(delta int) {
 	}
 }
 
+// work takes keys until getCtx ends (the worker is retired or the
+// controller stops); a key taken is always reconciled and marked done.
 func (c *Controller[K]) work(getCtx, recCtx context.Context) {
-	for getCtx.Err() == nil {
-		key, err := c.q.Get(getCtx)
-		if err != nil {
+	key, err := c.q.Get(getCtx)
+	for err == nil {
+		c.process(recCtx, key)
+		if getCtx.Err() != nil {
+			c.q.Done(key)
 			return
 		}
-		c.process(recCtx, key)
-		c.q.Done(key)
+		key, err = c.q.DoneAndGet(getCtx, key) // one lock round trip instead of two
 	}
 }
 

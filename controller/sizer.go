@@ -16,13 +16,15 @@ type Sample struct {
 //
 // Policy (hill climbing on throughput, bounded by Min and Max):
 //   - Grow when work is waiting (Depth > 0) and the workers are saturated
-//     (Busy ≥ 80% of Workers): add half again (at least one). I/O-bound
-//     reconciles (latency dominated by API calls) scale this way until the
-//     backlog clears or Max is reached.
-//   - After a growth step, if throughput (Completed/Interval) did not rise
-//     by at least 5%, the extra workers were not helping (CPU- or
-//     server-bound work): step back to the previous size and hold for
-//     HoldIntervals intervals before trying to grow again.
+//     (Busy ≥ 80% of Workers): double the pool. I/O-bound reconciles
+//     (latency dominated by API calls) scale this way until the backlog
+//     clears or Max is reached.
+//   - After a growth step, if the larger pool was saturated with work still
+//     waiting and yet throughput (Completed/Interval) did not rise by at
+//     least 5%, the extra workers were not helping (CPU- or server-bound
+//     work): step back to the previous size and hold for HoldIntervals
+//     intervals before trying to grow again. A pool that was not saturated
+//     after growing says nothing about the growth, so it is not judged.
 //   - Shrink when nothing is waiting and fewer than half the workers are
 //     busy: to 125% of the busy count (rounded up), never below Min.
 type Sizer struct {
@@ -51,7 +53,7 @@ func (s *Sizer) Next(x Sample) int {
 	if s.lastGrowFrom > 0 {
 		from, before := s.lastGrowFrom, s.lastThroughput
 		s.lastGrowFrom = 0
-		if x.Depth > 0 && tput < before*1.05 {
+		if x.Depth > 0 && x.Busy >= 0.8*float64(w) && tput < before*1.05 {
 			holdFor := s.HoldIntervals
 			if holdFor <= 0 {
 				holdFor = 5
@@ -62,7 +64,7 @@ func (s *Sizer) Next(x Sample) int {
 	}
 	switch {
 	case x.Depth > 0 && x.Busy >= 0.8*float64(w) && s.hold == 0 && w < hi:
-		next := clamp(w + max(1, w/2))
+		next := clamp(2 * w)
 		s.lastGrowFrom, s.lastThroughput = w, tput
 		return next
 	case x.Depth == 0 && x.Busy < 0.5*float64(w):

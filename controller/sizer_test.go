@@ -13,25 +13,30 @@ func TestSizer(t *testing.T) {
 		steps []Sample
 		want  []int
 	}{
-		{"grows by half when saturated with a backlog", Sizer{Min: 1, Max: 32},
-			[]Sample{{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}}, []int{6}},
-		{"grows at least one", Sizer{Min: 1, Max: 32},
+		{"doubles when saturated with a backlog", Sizer{Min: 1, Max: 32},
+			[]Sample{{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}}, []int{8}},
+		{"grows from one", Sizer{Min: 1, Max: 32},
 			[]Sample{{Workers: 1, Busy: 1, Depth: 5, Completed: 10, Interval: sec}}, []int{2}},
 		{"never above max", Sizer{Min: 1, Max: 5},
 			[]Sample{{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}}, []int{5}},
 		{"keeps growing while throughput rises", Sizer{Min: 1, Max: 64},
 			[]Sample{
 				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec},
-				{Workers: 6, Busy: 6, Depth: 80, Completed: 60, Interval: sec},
-				{Workers: 9, Busy: 9, Depth: 50, Completed: 90, Interval: sec},
-			}, []int{6, 9, 13}},
+				{Workers: 8, Busy: 8, Depth: 80, Completed: 80, Interval: sec},
+				{Workers: 16, Busy: 16, Depth: 50, Completed: 160, Interval: sec},
+			}, []int{8, 16, 32}},
 		{"steps back and holds when growth did not help", Sizer{Min: 1, Max: 64, HoldIntervals: 2},
 			[]Sample{
 				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec},
-				{Workers: 6, Busy: 6, Depth: 100, Completed: 41, Interval: sec}, // +2.5%: not worth it
+				{Workers: 8, Busy: 8, Depth: 100, Completed: 41, Interval: sec}, // saturated, +2.5%: not worth it
 				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}, // holding
 				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}, // hold over: grow again
-			}, []int{6, 4, 4, 6}},
+			}, []int{8, 4, 4, 8}},
+		{"does not judge a growth step the pool could not use", Sizer{Min: 1, Max: 64},
+			[]Sample{
+				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec},
+				{Workers: 8, Busy: 5, Depth: 3, Completed: 40, Interval: sec}, // backlog ran low: not saturated
+			}, []int{8, 8}},
 		{"does not grow when workers are idle even with depth", Sizer{Min: 1, Max: 32},
 			[]Sample{{Workers: 8, Busy: 2, Depth: 3, Completed: 40, Interval: sec}}, []int{8}},
 		{"shrinks towards 125% of busy when nothing waits", Sizer{Min: 1, Max: 32},

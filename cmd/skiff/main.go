@@ -1,5 +1,6 @@
 // Command skiff is Skiff's command line:
 //
+//	skiff demo                 run the example operator on N objects and report (the main job)
 //	skiff up                   run a local control plane until Ctrl-C
 //	skiff build-controlplane   build (or find) skiff-controlplane and print its path
 //
@@ -24,6 +25,8 @@ import (
 const usage = `usage: skiff <command> [flags]
 
 commands:
+  demo                 run the example Foo operator against a local control plane (or --kubeconfig),
+                       create N objects with churn, show progress and a summary
   up                   run a local Kubernetes control plane (etcd + kube-apiserver) until Ctrl-C
   build-controlplane   build (or find the cached) skiff-controlplane binary and print its path
 `
@@ -47,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "up":
 		err = up(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = demo(ctx, args[1:], stdout, stderr)
 	case "build-controlplane":
 		err = buildControlPlane(ctx, args[1:], stdout, stderr)
 	default:

@@ -10,6 +10,7 @@ package foo
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strings"
@@ -132,3 +133,8 @@ func ownedBy(cm *corev1.ConfigMap, foo *unstructured.Unstructured) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// CRD is the Foo CustomResourceDefinition (config/crd.yaml).
+//
+//go:embed config/crd.yaml
+var CRD []byte

@@ -1,0 +1,401 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/client"
+	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/examples/foo"
+	"github.com/skiffkit/skiff/manager"
+	"github.com/skiffkit/skiff/testenv"
+)
+
+type demoConfig struct {
+	kubeconfig string
+	objects    int
+	churn      float64
+	deletes    float64
+	maxWorkers int
+	timeout    time.Duration
+	addr       string
+	keep       bool
+}
+
+func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("skiff demo", flag.ContinueOnError)
+	var d demoConfig
+	fs.StringVar(&d.kubeconfig, "kubeconfig", "", "run against this cluster (default: start a local control plane)")
+	fs.IntVar(&d.objects, "objects", 2000, "how many Foo objects to create")
+	fs.Float64Var(&d.churn, "churn", 0.2, "fraction of Foos whose spec is changed after creation")
+	fs.Float64Var(&d.deletes, "deletes", 0.05, "fraction of Foos deleted after creation")
+	fs.IntVar(&d.maxWorkers, "max-workers", 32, "upper bound of the adaptive worker pool")
+	fs.DurationVar(&d.timeout, "timeout", 5*time.Minute, "give up if not converged by then")
+	fs.StringVar(&d.addr, "addr", "127.0.0.1:0", `metrics, health and /debug/skiff address ("-" for none)`)
+	fs.BoolVar(&d.keep, "keep", false, "keep the demo namespace (with --kubeconfig)")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	switch {
+	case d.objects < 1:
+		return usageError{fmt.Errorf("--objects must be at least 1, got %d", d.objects)}
+	case d.churn < 0 || d.churn > 1 || d.deletes < 0 || d.deletes > 1:
+		return usageError{fmt.Errorf("--churn and --deletes are fractions in [0, 1], got %v and %v", d.churn, d.deletes)}
+	case d.maxWorkers < 1:
+		return usageError{fmt.Errorf("--max-workers must be at least 1, got %d", d.maxWorkers)}
+	case d.timeout <= 0:
+		return usageError{fmt.Errorf("--timeout must be positive, got %v", d.timeout)}
+	}
+	return runDemo(ctx, d, stdout, stderr)
+}
+
+func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error {
+	start := time.Now()
+	var cfg *rest.Config
+	where := ""
+	if d.kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", d.kubeconfig)
+		if err != nil {
+			return fmt.Errorf("load --kubeconfig %s: %w", d.kubeconfig, err)
+		}
+		cfg, where = c, c.Host
+	} else {
+		fmt.Fprintln(stdout, "skiff demo: starting a local control plane (etcd + kube-apiserver)")
+		env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: stderr}})
+		if err != nil {
+			return err
+		}
+		defer env.Stop()
+		cfg, where = env.Config(), env.Server()
+		fmt.Fprintf(stdout, "skiff demo: control plane ready in %.1fs at %s\n", env.ReadyIn().Seconds(), where)
+	}
+	// Skiff's default: no client-side throttling; the server's priority and
+	// fairness is the limiter.
+	cfg.QPS, cfg.Burst = -1, 0
+	cfg.Timeout = 30 * time.Second
+
+	setupCtx, cancelSetup := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelSetup()
+	if _, err := testenv.ApplyCRDs(setupCtx, cfg, foo.CRD); err != nil {
+		return fmt.Errorf("install the Foo CRD on %s: %w", where, err)
+	}
+	load, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ns, err := testenv.CreateNamespace(setupCtx, load, "skiff-demo")
+	if err != nil {
+		return fmt.Errorf("on %s: %w", where, err)
+	}
+	if d.kubeconfig != "" && !d.keep {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			load.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		}()
+	}
+
+	// The operator, exactly as examples/foo wires it, with its API calls counted.
+	var counter client.RequestCounter
+	opCfg := counter.Install(rest.CopyConfig(cfg))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mgr, err := manager.New(manager.Options{Addr: d.addr, Logger: logger})
+	if err != nil {
+		return err
+	}
+	op, err := foo.Setup(mgr, cache.NewFactory(), opCfg, controller.Options[string]{
+		MaxWorkers: d.maxWorkers, MaxFailures: 10, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	mgrCtx, stopMgr := context.WithCancel(ctx)
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(mgrCtx) }()
+	defer func() { stopMgr(); <-mgrDone }()
+
+	want, err := makeLoad(ctx, cfg, ns, d, stdout)
+	if err != nil {
+		return err
+	}
+	if a := mgr.Addr(); a != "" {
+		fmt.Fprintf(stdout, "skiff demo: live state at http://%s/debug/skiff (metrics at /metrics)\n", a)
+	}
+	res, err := watchConvergence(ctx, mgr, op, want, d.timeout, stdout)
+	if err != nil {
+		return err
+	}
+	summarize(stdout, d, res, &counter, time.Since(start))
+	if res.deadLetters > 0 {
+		return fmt.Errorf("%d dead letters (see /debug/skiff)", res.deadLetters)
+	}
+	return nil
+}
+
+// expected is the final state the load generator asked for.
+type expected struct {
+	ns       string
+	start    time.Time         // when the first create was sent
+	messages map[string]string // name → spec.message; absent: deleted
+	created  int
+	changed  int
+	deleted  int
+}
+
+// makeLoad creates d.objects Foos, then changes d.churn of them and deletes
+// d.deletes of them, 32 requests at a time, with its own (uncounted) client.
+func makeLoad(ctx context.Context, cfg *rest.Config, ns string, d demoConfig, stdout io.Writer) (*expected, error) {
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	foos := dc.Resource(foo.GVR).Namespace(ns)
+	want := &expected{ns: ns, messages: make(map[string]string, d.objects)}
+	names := make([]string, d.objects)
+	for i := range names {
+		names[i] = fmt.Sprintf("foo-%05d", i)
+		want.messages[names[i]] = "hello from " + names[i]
+	}
+	fmt.Fprintf(stdout, "skiff demo: creating %d Foos in namespace %s\n", d.objects, ns)
+	want.start = time.Now()
+	err = parallel(ctx, names, func(ctx context.Context, name string) error {
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "demo.skiff.dev/v1", "kind": "Foo",
+			"metadata": map[string]any{"name": name},
+			"spec":     map[string]any{"message": want.messages[name]},
+		}}
+		_, err := foos.Create(ctx, obj, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create Foos: %w", err)
+	}
+	want.created = d.objects
+	rng := rand.New(rand.NewPCG(1, 2))
+	perm := rng.Perm(d.objects)
+	nChange := int(d.churn * float64(d.objects))
+	nDelete := min(int(d.deletes*float64(d.objects)), d.objects-nChange)
+	var change, del []string
+	for _, i := range perm[:nChange] {
+		change = append(change, names[i])
+		want.messages[names[i]] = "changed: " + names[i]
+	}
+	for _, i := range perm[nChange : nChange+nDelete] {
+		del = append(del, names[i])
+		delete(want.messages, names[i])
+	}
+	fmt.Fprintf(stdout, "skiff demo: churn: changing %d and deleting %d Foos\n", len(change), len(del))
+	err = parallel(ctx, change, func(ctx context.Context, name string) error {
+		patch := fmt.Appendf(nil, `{"spec":{"message":%q}}`, want.messages[name])
+		_, err := foos.Patch(ctx, name, "application/merge-patch+json", patch, metav1.PatchOptions{})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("change Foos: %w", err)
+	}
+	err = parallel(ctx, del, func(ctx context.Context, name string) error {
+		return foos.Delete(ctx, name, metav1.DeleteOptions{})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete Foos: %w", err)
+	}
+	want.changed, want.deleted = len(change), len(del)
+	return want, nil
+}
+
+// parallel runs fn for every item, 32 at a time, and returns the first error.
+func parallel(ctx context.Context, items []string, fn func(context.Context, string) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	sem := make(chan struct{}, 32)
+	for _, it := range items {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(ctx, it); err != nil {
+				once.Do(func() { firstErr = fmt.Errorf("%s: %w", it, err); cancel() })
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return firstErr
+}
+
+type demoResult struct {
+	converged   time.Duration // from the first create to the last converged Foo
+	reconciles  int64
+	errors      int64
+	deadLetters int
+	peakWorkers int
+	p99         time.Duration
+}
+
+// watchConvergence prints a progress line until every expected Foo is
+// converged in the operator's caches: status at its generation, the child
+// ConfigMap holding the expected message, deleted Foos gone.
+func watchConvergence(ctx context.Context, mgr *manager.Manager, op *foo.Operator, want *expected, timeout time.Duration, stdout io.Writer) (demoResult, error) {
+	var res demoResult
+	tty := isTerminal(stdout)
+	begin := time.Now()
+	deadline := begin.Add(timeout)
+	lastReconciles, lastTick := op.Controller.Stats().Reconciles, begin
+	lastPrint := time.Time{}
+	total := len(want.messages)
+	for {
+		done := convergedCount(op, want)
+		st := op.Controller.Stats()
+		res.peakWorkers = max(res.peakWorkers, st.Workers)
+		now := time.Now()
+		rate := float64(st.Reconciles-lastReconciles) / now.Sub(lastTick).Seconds()
+		lastReconciles, lastTick = st.Reconciles, now
+		p99 := reconcileQuantile(mgr, 0.99)
+		line := fmt.Sprintf("converged %d/%d · %.0f reconciles/s · queue %d · workers %d · p99 %s · dead letters %d",
+			done, total, rate, op.Controller.QueueDepth(), st.Workers, p99.Round(100*time.Microsecond), st.DeadLetters)
+		finished := done == total
+		switch {
+		case tty:
+			fmt.Fprintf(stdout, "\r\033[K%s", line)
+			if finished {
+				fmt.Fprintln(stdout)
+			}
+		case finished || now.Sub(lastPrint) >= 2*time.Second:
+			fmt.Fprintln(stdout, line)
+			lastPrint = now
+		}
+		if finished {
+			res.converged = time.Since(want.start)
+			res.reconciles, res.errors, res.deadLetters, res.p99 = st.Reconciles, st.Errors, st.DeadLetters, p99
+			return res, nil
+		}
+		if st.DeadLetters > 0 && op.Controller.QueueDepth() == 0 && st.Active == 0 && done+st.DeadLetters >= total {
+			if tty {
+				fmt.Fprintln(stdout)
+			}
+			return res, fmt.Errorf("did not converge: %d Foos are dead letters", st.DeadLetters)
+		}
+		if now.After(deadline) {
+			if tty {
+				fmt.Fprintln(stdout)
+			}
+			return res, fmt.Errorf("did not converge within %v: %d of %d Foos converged", timeout, done, total)
+		}
+		select {
+		case <-ctx.Done():
+			if tty {
+				fmt.Fprintln(stdout)
+			}
+			return res, fmt.Errorf("interrupted: %d of %d Foos converged", done, total)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func convergedCount(op *foo.Operator, want *expected) int {
+	n := 0
+	for name, msg := range want.messages {
+		f, ok := op.Foos.Lister().Get(want.ns, name)
+		if !ok || !foo.Converged(f) {
+			continue
+		}
+		if m, _, _ := unstructured.NestedString(f.Object, "spec", "message"); m != msg {
+			continue
+		}
+		cm, ok := op.ConfigMaps.Lister().Get(want.ns, foo.ConfigMapName(name))
+		if ok && cm.Data["message"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// reconcileQuantile estimates a quantile of controller_runtime_reconcile_time_seconds
+// from its histogram buckets (linear within a bucket, as PromQL does).
+func reconcileQuantile(mgr *manager.Manager, q float64) time.Duration {
+	mfs, err := mgr.Registry().Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "controller_runtime_reconcile_time_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			total := float64(h.GetSampleCount())
+			if total == 0 {
+				return 0
+			}
+			rank := q * total
+			prevBound, prevCount := 0.0, 0.0
+			for _, b := range h.GetBucket() {
+				c := float64(b.GetCumulativeCount())
+				if c >= rank {
+					frac := 0.0
+					if c > prevCount {
+						frac = (rank - prevCount) / (c - prevCount)
+					}
+					return time.Duration((prevBound + frac*(b.GetUpperBound()-prevBound)) * float64(time.Second))
+				}
+				prevBound, prevCount = b.GetUpperBound(), c
+			}
+			return time.Duration(prevBound * float64(time.Second))
+		}
+	}
+	return 0
+}
+
+func summarize(w io.Writer, d demoConfig, res demoResult, counter *client.RequestCounter, wall time.Duration) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(w, "\nskiff demo: converged in %.2fs after the first create (whole run %.1fs)\n", res.converged.Seconds(), wall.Seconds())
+	fmt.Fprintf(w, "  Foos:        %d created, %d changed, %d deleted\n", d.objects, int(d.churn*float64(d.objects)), int(d.deletes*float64(d.objects)))
+	fmt.Fprintf(w, "  reconciles:  %d (errors %d, dead letters %d), p99 %s, peak workers %d of max %d\n",
+		res.reconciles, res.errors, res.deadLetters, res.p99.Round(100*time.Microsecond), res.peakWorkers, d.maxWorkers)
+	fmt.Fprintf(w, "  API requests by the operator: %d\n", counter.Total())
+	lines := counter.Sorted()
+	slices.SortStableFunc(lines, func(a, b client.RequestCount) int { return int(b.N - a.N) })
+	for _, l := range lines {
+		fmt.Fprintf(w, "    %-8s %-36s %6d\n", l.Verb, l.Resource, l.N)
+	}
+	fmt.Fprintf(w, "  memory:      Go heap in use %.1f MiB after GC (operator, caches and load generator in one process)\n", float64(ms.HeapInuse)/(1<<20))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+

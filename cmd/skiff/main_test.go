@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"os"
+	"path/filepath"
 	"context"
 	"io"
 	"strings"
@@ -79,5 +81,51 @@ func TestBadCommandLines(t *testing.T) {
 		if !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("skiff %v stderr %q does not mention %q", tc.args, stderr.String(), tc.want)
 		}
+	}
+}
+
+func TestDemoConvergesAndExitsZero(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out strings.Builder
+	code := run(ctx, []string{"demo", "--objects=60", "--addr=-"}, &out, io.Discard)
+	if code != 0 {
+		t.Fatalf("skiff demo exited %d; output:\n%s", code, out.String())
+	}
+	for _, want := range []string{"converged 57/57", "skiff demo: converged in", "60 created, 12 changed, 3 deleted", "create   configmaps", "dead letters 0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestDemoBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"demo", "--objects=0"},
+		{"demo", "--churn=2"},
+		{"demo", "--max-workers=0"},
+		{"demo", "--timeout=-1s"},
+	} {
+		var stderr strings.Builder
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 {
+			t.Errorf("skiff %v exited %d, want 2 (stderr %q)", args, code, stderr.String())
+		}
+	}
+	var stderr strings.Builder
+	if code := run(context.Background(), []string{"demo", "--kubeconfig=/nonexistent/kubeconfig"}, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "/nonexistent/kubeconfig") {
+		t.Errorf("demo with a missing kubeconfig: exit %d, stderr %q", code, stderr.String())
+	}
+	unreachable := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(unreachable, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600)
+	stderr.Reset()
+	if code := run(context.Background(), []string{"demo", "--kubeconfig=" + unreachable}, io.Discard, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), "127.0.0.1:1") || !strings.Contains(stderr.String(), "connection refused") {
+		t.Errorf("demo against an unreachable server: exit %d, stderr %q", code, stderr.String())
 	}
 }

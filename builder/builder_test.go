@@ -29,17 +29,7 @@ var env *testenv.Env
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	var err error
-	env, err = testenv.Start(ctx, testenv.Options{Controllers: "none", Build: testenv.BuildOptions{Progress: os.Stderr}})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "builder tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Stop()
-	os.Exit(code)
+	os.Exit(testenv.RunTests(m, testenv.Options{Controllers: "none"}, func(e *testenv.Env) error { env = e; return nil }))
 }
 
 var configmaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}

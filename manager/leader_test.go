@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -21,17 +20,7 @@ import (
 var env *testenv.Env
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	var err error
-	env, err = testenv.Start(ctx, testenv.Options{Controllers: "none", Build: testenv.BuildOptions{Progress: os.Stderr}})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "manager tests: start control plane:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Stop()
-	os.Exit(code)
+	os.Exit(testenv.RunTests(m, testenv.Options{Controllers: "none"}, func(e *testenv.Env) error { env = e; return nil }))
 }
 
 // activity counts controllers running across managers, keeping the maximum.

@@ -2,7 +2,6 @@ package testenv_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -15,20 +14,7 @@ import (
 var shared *testenv.Env
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: os.Stderr}})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testenv: start shared control plane:", err)
-		os.Exit(1)
-	}
-	shared = env
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "testenv: stop shared control plane:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(testenv.RunTests(m, testenv.Options{}, func(e *testenv.Env) error { shared = e; return nil }))
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -2,7 +2,6 @@ package foo_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -30,23 +29,13 @@ var env *testenv.Env
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	var err error
-	env, err = testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: os.Stderr}})
-	if err == nil {
-		_, err = testenv.ApplyCRDFiles(ctx, env.Config(), "config/crd.yaml")
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "foo tests:", err)
-		if env != nil {
-			env.Stop()
-		}
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Stop()
-	os.Exit(code)
+	os.Exit(testenv.RunTests(m, testenv.Options{}, func(e *testenv.Env) error {
+		env = e
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := testenv.ApplyCRDFiles(ctx, env.Config(), "config/crd.yaml")
+		return err
+	}))
 }
 
 // run starts a manager with the Foo operator until the test ends.

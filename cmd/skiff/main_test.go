@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
-	"os"
-	"path/filepath"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"

@@ -24,8 +24,10 @@
 //     version"; server-side watch timeouts with jitter; exponential backoff
 //     with jitter that resets after a healthy period; injected clock.
 //   - Sources: TypedSource (k8s.io/api types, protobuf on the wire),
-//     UnstructuredSource (custom resources, JSON), MetadataSource
-//     (PartialObjectMetadata), or any ListerWatcher.
+//     UnstructuredSource (custom resources, JSON), Structured (custom
+//     resources decoded into your own Go struct; objects that do not fit
+//     are skipped and counted), MetadataSource (PartialObjectMetadata), or
+//     any ListerWatcher.
 //   - Informer[T]: Run(ctx) blocks and joins what it started (New starts
 //     nothing); HasSynced, WaitForSync (its error names the last list/watch
 //     error); a Lister; Stats. Objects that cannot be decoded are skipped,

@@ -224,19 +224,18 @@ func benchPod(i int) *corev1.Pod {
 				"team":                        []string{"payments", "search", "checkout", "catalog"}[i%4],
 			},
 			Annotations: map[string]string{
-				"prometheus.io/scrape":                           "true",
-				"prometheus.io/port":                             "9090",
-				"checksum/config":                                fmt.Sprintf("%016x%016x", uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeefcafe),
-				"kubernetes.io/change-cause":                     fmt.Sprintf("kubectl set image deployment/%s app=registry.example.com/%s:1.%d", app, app, i%7),
-				"sidecar.example.com/inject":                     "enabled",
-				"cluster-autoscaler.kubernetes.io/safe-to-evict": "true",
+				"prometheus.io/scrape":       "true",
+				"prometheus.io/port":         "9090",
+				"checksum/config":            fmt.Sprintf("%016x%016x", uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeefcafe),
+				"kubernetes.io/change-cause": fmt.Sprintf("kubectl set image deployment/%s app=registry.example.com/%s:1.%d", app, app, i%7),
+				"sidecar.example.com/inject": "enabled",
 			},
 		},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{
-				benchContainer("app", "registry.example.com/"+app+":1."+fmt.Sprint(i%7), 8080, i, 12),
-				benchContainer("proxy", "registry.example.com/envoy:v1.31.2", 15001, i, 6),
-				benchContainer("log-shipper", "registry.example.com/fluent-bit:3.1", 2020, i, 5),
+				benchContainer("app", "registry.example.com/"+app+":1."+fmt.Sprint(i%7), 8080, i, 5),
+				sidecarContainer("proxy", "registry.example.com/envoy:v1.31.2", 15001, i),
+				sidecarContainer("log-shipper", "registry.example.com/fluent-bit:3.1", 2020, i),
 			},
 			Volumes: []corev1.Volume{
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: app + "-config"}}}},
@@ -279,6 +278,18 @@ func benchContainer(name, image string, port int32, i, envs int) corev1.Containe
 		c.Env = append(c.Env, corev1.EnvVar{Name: fmt.Sprintf("%s_SETTING_%02d", name, e), Value: fmt.Sprintf("value-%d-%d", i%31, e)})
 	}
 	c.Env = append(c.Env, corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}})
+	return c
+}
+
+// sidecarContainer is a smaller container: one port, one env var, a
+// readiness probe only.
+func sidecarContainer(name, image string, port int32, i int) corev1.Container {
+	c := benchContainer(name, image, port, i, 1)
+	c.Args = c.Args[:1]
+	c.Ports = c.Ports[:1]
+	c.VolumeMounts = c.VolumeMounts[1:]
+	c.LivenessProbe = nil
+	c.Env = c.Env[:1]
 	return c
 }
 

@@ -76,12 +76,14 @@ func BenchmarkReconcileConverge(b *testing.B) {
 				b.StopTimer()
 				r := runConverge(b, b, env, c, n)
 				sum.converge += r.converge
+				sum.created += r.created
 				sum.calls += r.calls
 				sum.startupCalls += r.startupCalls
 				sum.reconciles += r.reconciles
 				sum.peakWorkers = max(sum.peakWorkers, r.peakWorkers)
 			}
 			b.ReportMetric(sum.converge.Seconds()/float64(b.N), "converge-s")
+			b.ReportMetric(sum.created.Seconds()/float64(b.N), "creates-s")
 			b.ReportMetric(float64(sum.calls)/float64(b.N), "api-calls")
 			b.ReportMetric(float64(sum.startupCalls)/float64(b.N), "startup-calls")
 			b.ReportMetric(float64(sum.reconciles)/float64(b.N)/float64(n), "reconciles/obj")
@@ -94,6 +96,7 @@ func BenchmarkReconcileConverge(b *testing.B) {
 
 type convergeResult struct {
 	converge     time.Duration
+	created      time.Duration // from the first create until the last create returned
 	calls        int64 // the operator's API calls from the first create until it went quiet
 	startupCalls int64 // the operator's API calls until its caches synced
 	reconciles   int64
@@ -166,6 +169,7 @@ func runConverge(b testing.TB, t convergeTimer, env *testenv.Env, c convergeCont
 	if err := createFoos(ctx, loadCfg, ns, n, hook); err != nil {
 		b.Fatal(err)
 	}
+	res.created = time.Since(start)
 	timeout := time.Duration(n) * 100 * time.Millisecond
 	select {
 	case <-obs.done:

@@ -97,8 +97,8 @@ func BenchmarkReconcileConverge(b *testing.B) {
 type convergeResult struct {
 	converge     time.Duration
 	created      time.Duration // from the first create until the last create returned
-	calls        int64 // the operator's API calls from the first create until it went quiet
-	startupCalls int64 // the operator's API calls until its caches synced
+	calls        int64         // the operator's API calls from the first create until it went quiet
+	startupCalls int64         // the operator's API calls until its caches synced
 	reconciles   int64
 	peakWorkers  int
 }

@@ -27,7 +27,8 @@ import (
 
 // equalWorkers is controller-runtime's MaxConcurrentReconciles in the
 // equal-settings variant: Skiff's default MaxWorkers, the most workers its
-// adaptive pool may use (its peak is reported as peak-workers).
+// adaptive pool may use (its peak is reported as peak-workers). The
+// skiff/workers=32 variant pins Skiff's pool to the same size.
 const equalWorkers = 32
 
 // loadInFlight is how many creates the load generator keeps in flight.
@@ -52,7 +53,12 @@ type convergeContender struct {
 }
 
 var convergeContenders = []convergeContender{
-	{"skiff", startSkiffFoo},
+	{"skiff", func(ctx context.Context, cfg *rest.Config) (fooOperator, error) {
+		return startSkiffFoo(ctx, cfg, 0)
+	}},
+	{"skiff/workers=32", func(ctx context.Context, cfg *rest.Config) (fooOperator, error) {
+		return startSkiffFoo(ctx, cfg, equalWorkers)
+	}},
 	{"ctrlruntime/defaults", func(ctx context.Context, cfg *rest.Config) (fooOperator, error) {
 		return startCtrlRuntime(ctx, cfg, 0)
 	}},
@@ -323,12 +329,15 @@ var convergeLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOption
 // startSkiffFoo runs examples/foo as `skiff demo` does, with Skiff's defaults
 // (adaptive pool of 1–32 workers, watch-list informers, protobuf for
 // ConfigMaps), no HTTP server, and returns once its caches have synced.
-func startSkiffFoo(ctx context.Context, cfg *rest.Config) (fooOperator, error) {
+// fixedWorkers > 0 pins the pool to that size (MinWorkers = MaxWorkers).
+func startSkiffFoo(ctx context.Context, cfg *rest.Config, fixedWorkers int) (fooOperator, error) {
 	mgr, err := manager.New(manager.Options{Addr: "-", Logger: convergeLogger})
 	if err != nil {
 		return nil, err
 	}
-	op, err := foo.Setup(mgr, cache.NewFactory(), cfg, controller.Options[string]{Logger: convergeLogger})
+	op, err := foo.Setup(mgr, cache.NewFactory(), cfg, controller.Options[string]{
+		Logger: convergeLogger, MinWorkers: fixedWorkers, MaxWorkers: fixedWorkers,
+	})
 	if err != nil {
 		return nil, err
 	}

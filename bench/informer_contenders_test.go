@@ -58,10 +58,24 @@ type informerImpl struct {
 	start func(s informerSetup) (*runningInformer, error)
 }
 
+// clientGoWire is the content type a client-go contender asks for.
+type clientGoWire int
+
+const (
+	// wireDefault leaves rest.Config.ContentType empty. client-go v0.36's
+	// generated clients then ask for protobuf for built-in types
+	// (rest.Request.UseProtobufAsDefaultIfPreferred), so the defaults
+	// contender reads protobuf.
+	wireDefault  clientGoWire = iota
+	wireJSON                  // ContentType application/json: the JSON anchor
+	wireProtobuf              // ContentType protobuf, set explicitly
+)
+
 var informerImpls = []informerImpl{
 	{"skiff", startSkiff},
-	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, false) }},
-	{"clientgo/tuned", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, true) }},
+	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireDefault, false) }},
+	{"clientgo/json", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireJSON, false) }},
+	{"clientgo/tuned", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireProtobuf, true) }},
 }
 
 // forEachInformerImpl runs fn as sub-benchmark impl=<name> per contender.
@@ -94,12 +108,15 @@ func startSkiff(s informerSetup) (*runningInformer, error) {
 
 // startClientGo builds a SharedIndexInformer the way
 // informers.NewSharedInformerFactory's pod informer does (namespace index,
-// no resync, ToListWatcherWithWatchListSemantics), over JSON with no
-// transform (defaults) or over protobuf with the same transform as skiff's
-// default (tuned).
-func startClientGo(s informerSetup, tuned bool) (*runningInformer, error) {
+// no resync, ToListWatcherWithWatchListSemantics), reading wire, with
+// skiff's DefaultTransform set via SetTransform if transform.
+func startClientGo(s informerSetup, wire clientGoWire, transform bool) (*runningInformer, error) {
 	cfg := s.cfg
-	if tuned {
+	switch wire {
+	case wireJSON:
+		cfg = rest.CopyConfig(cfg)
+		cfg.ContentType = "application/json"
+	case wireProtobuf:
 		cfg = protobufConfig(cfg)
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -116,7 +133,7 @@ func startClientGo(s informerSetup, tuned bool) (*runningInformer, error) {
 		&corev1.Pod{},
 		kcache.SharedIndexInformerOptions{Indexers: kcache.Indexers{kcache.NamespaceIndex: kcache.MetaNamespaceIndexFunc}},
 	)
-	if tuned {
+	if transform {
 		err := inf.SetTransform(func(o any) (any, error) {
 			if p, ok := o.(*corev1.Pod); ok {
 				skiffcache.DefaultTransform(p)

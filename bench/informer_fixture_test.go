@@ -17,8 +17,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
@@ -195,6 +197,53 @@ func logFixture(ctx context.Context, b *testing.B, f *informerFixture) {
 	b.Logf("informer fixture: %d pods in %s; JSON %.0f B/pod (sample of %d); protobuf %.0f B/pod, stripped %.0f B/pod, sum stripped %.1f MiB",
 		len(pods.Items), f.ns, float64(jsonBytes)/float64(len(l.Items)), len(l.Items),
 		float64(full)/float64(len(pods.Items)), float64(stripped)/float64(len(pods.Items)), float64(stripped)/(1<<20))
+	logDecodeCost(b, l.Items)
+}
+
+// logDecodeCost reports the client-side decode cost of one pod as JSON and
+// as protobuf (the same sample of stored pods, full objects), single core.
+func logDecodeCost(b *testing.B, items []json.RawMessage) {
+	pb, ok := kruntime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), "application/vnd.kubernetes.protobuf")
+	if !ok {
+		return
+	}
+	var pbItems [][]byte
+	for _, it := range items {
+		var p corev1.Pod
+		if err := json.Unmarshal(it, &p); err != nil {
+			return
+		}
+		p.APIVersion, p.Kind = "v1", "Pod"
+		raw, err := kruntime.Encode(pb.Serializer, &p)
+		if err != nil {
+			return
+		}
+		pbItems = append(pbItems, raw)
+	}
+	dec := scheme.Codecs.UniversalDeserializer()
+	podGVK := corev1.SchemeGroupVersion.WithKind("Pod") // list items carry no kind
+	perPod := func(raws [][]byte) time.Duration {
+		const reps = 5
+		start := time.Now()
+		for range reps {
+			for _, raw := range raws {
+				if _, _, err := dec.Decode(raw, &podGVK, nil); err != nil {
+					b.Logf("decode cost: %v", err)
+					return 0
+				}
+			}
+		}
+		return time.Since(start) / time.Duration(reps*len(raws))
+	}
+	jsonRaws := make([][]byte, len(items))
+	for i, it := range items {
+		jsonRaws[i] = it
+	}
+	j, p := perPod(jsonRaws), perPod(pbItems)
+	if j == 0 || p == 0 {
+		return
+	}
+	b.Logf("decode one pod: JSON %v, protobuf %v (%.1fx)", j, p, float64(j)/float64(p))
 }
 
 func protobufConfig(cfg *rest.Config) *rest.Config {

@@ -45,3 +45,7 @@ func (c *Controller[K]) ReplayAll() int { return c.q.ReplayAll() }
 
 // QueueDepth is the number of keys ready for a worker.
 func (c *Controller[K]) QueueDepth() int { return c.q.Len() }
+
+// QueueDepthByPriority is the number of keys ready for a worker at each
+// priority.
+func (c *Controller[K]) QueueDepthByPriority() map[int]int { return c.q.LenByPriority() }

@@ -39,6 +39,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/controller"
 )
 
@@ -57,6 +58,7 @@ type Controller interface {
 	Run(ctx context.Context) error
 	Stats() controller.Stats
 	QueueDepth() int
+	QueueDepthByPriority() map[int]int
 	DeadLetterInfos() []controller.DeadLetterInfo
 	ReplayKey(key string) bool
 	ReplayAll() int
@@ -137,6 +139,14 @@ func New(o Options) (*Manager, error) {
 		klog.SetLogger(logr.FromSlogHandler(o.Logger.Handler()))
 	}
 	return &Manager{o: o, log: o.Logger, reg: o.Registry}, nil
+}
+
+// Factory is the manager's shared informer factory: controllers that ask it
+// for the same source share one informer and one watch. The manager runs an
+// informer once it is registered (builder.Build does that, or AddCache).
+func (m *Manager) Factory() *cache.Factory {
+	v, _ := m.Shared("cache.Factory", func() (any, error) { return cache.NewFactory(), nil })
+	return v.(*cache.Factory)
 }
 
 // Registry is where parts register their metrics.

@@ -132,6 +132,10 @@ func TestStartOrderEndpointsAndDeadLetterReplay(t *testing.T) {
 		t.Fatalf("/healthz = %d, want 200", code)
 	}
 	time.Sleep(20 * time.Millisecond) // a window in which a premature controller would run
+	_, early := get(t, base+"/debug/skiff?format=json")
+	if !strings.Contains(early, `"queueDepth":1,"queueDepthByPriority":{"0":1}`) {
+		t.Fatalf("before sync the key waits at priority 0; /debug/skiff says %s", early)
+	}
 	close(cache.synced)
 	waitFor(t, "ready", 5*time.Second, func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
 	waitFor(t, "dead letter", 5*time.Second, func() bool { return len(c.DeadLetterInfos()) == 1 })

@@ -79,6 +79,7 @@ type ControllerState struct {
 	Name        string                      `json:"name"`
 	Stats       controller.Stats            `json:"stats"`
 	QueueDepth  int                         `json:"queueDepth"`
+	ByPriority  map[int]int                 `json:"queueDepthByPriority"`
 	DeadLetters []controller.DeadLetterInfo `json:"deadLetters"`
 }
 
@@ -90,7 +91,8 @@ func (m *Manager) State() DebugState {
 	s := DebugState{Ready: m.ready.Load(), Leader: m.leading.Load()}
 	for _, c := range ctrls {
 		s.Controllers = append(s.Controllers, ControllerState{
-			Name: c.Name(), Stats: c.Stats(), QueueDepth: c.QueueDepth(), DeadLetters: c.DeadLetterInfos(),
+			Name: c.Name(), Stats: c.Stats(), QueueDepth: c.QueueDepth(), ByPriority: c.QueueDepthByPriority(),
+			DeadLetters: c.DeadLetterInfos(),
 		})
 	}
 	return s
@@ -160,7 +162,7 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4
 {{range .Controllers}}{{$c := .Name}}
 <h2>{{.Name}}</h2>
 <table><tr><th>workers</th><th>active</th><th>queue depth</th><th>reconciles</th><th>errors</th><th>terminal</th><th>panics</th><th>requeues</th><th>dead letters</th></tr>
-<tr><td>{{.Stats.Workers}}</td><td>{{.Stats.Active}}</td><td>{{.QueueDepth}}</td><td>{{.Stats.Reconciles}}</td><td>{{.Stats.Errors}}</td><td>{{.Stats.Terminal}}</td><td>{{.Stats.Panics}}</td><td>{{.Stats.Requeues}}</td><td>{{len .DeadLetters}}</td></tr></table>
+<tr><td>{{.Stats.Workers}}</td><td>{{.Stats.Active}}</td><td>{{.QueueDepth}}{{range $p, $n := .ByPriority}}<br><small>priority {{$p}}: {{$n}}</small>{{end}}</td><td>{{.Stats.Reconciles}}</td><td>{{.Stats.Errors}}</td><td>{{.Stats.Terminal}}</td><td>{{.Stats.Panics}}</td><td>{{.Stats.Requeues}}</td><td>{{len .DeadLetters}}</td></tr></table>
 {{if .DeadLetters}}<form method="post" action="/debug/skiff/replay"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="all" value="true"><button>replay all</button></form>
 <table><tr><th>key</th><th>attempts</th><th>last error</th><th>first failure</th><th>last failure</th><th></th></tr>
 {{range .DeadLetters}}<tr><td>{{.Key}}</td><td>{{.Attempts}}</td><td>{{.LastError}}</td><td>{{.FirstFailure.Format "2006-01-02 15:04:05"}}</td><td>{{.LastFailure.Format "2006-01-02 15:04:05"}}</td>

@@ -596,6 +596,24 @@ func (q *Queue[K]) Len() int {
 	return q.nready
 }
 
+// LenByPriority returns how many keys are ready at each priority (the
+// priority they were added with, before aging). It walks every tracked key,
+// so it is meant for debug pages and tests, not hot paths.
+func (q *Queue[K]) LenByPriority() map[int]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) > 0 {
+		q.promoteDue(q.now())
+	}
+	out := make(map[int]int)
+	for _, i := range q.index {
+		if e := &q.entries[i]; e.bucket != noBucket {
+			out[e.readyPrio]++
+		}
+	}
+	return out
+}
+
 // ShutDown stops the queue at once: later adds are ignored, keys not yet
 // handed out are dropped, and every Get (blocked or future) returns
 // ErrShutDown. Done is still accepted for keys being processed. It does not

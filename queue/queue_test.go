@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
@@ -285,5 +286,30 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+func TestLenByPriority(t *testing.T) {
+	clk := clocktest.NewFake(time.Unix(0, 0))
+	q := queue.New(queue.Options[string]{Clock: clk})
+	q.AddWithPriority("a", 0)
+	q.AddWithPriority("b", 0)
+	q.AddWithPriority("c", -100)
+	q.AddWithPriority("d", 10)
+	q.AddWith("later", queue.AddOptions{Priority: 5, After: time.Second})
+	got := q.LenByPriority()
+	want := map[int]int{0: 2, -100: 1, 10: 1}
+	if !maps.Equal(got, want) {
+		t.Fatalf("LenByPriority = %v, want %v", got, want)
+	}
+	k, _ := q.TryGet() // "d", the highest priority
+	clk.Advance(time.Second)
+	got = q.LenByPriority()
+	want = map[int]int{0: 2, -100: 1, 5: 1}
+	if k != "d" || !maps.Equal(got, want) {
+		t.Fatalf("after taking %q and the delay: LenByPriority = %v, want %v", k, got, want)
+	}
+	if q.Len() != 4 {
+		t.Fatalf("Len = %d, want 4", q.Len())
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/examples/foo"
@@ -120,7 +119,7 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	op, err := foo.Setup(mgr, cache.NewFactory(), opCfg, controller.Options[string]{
+	op, err := foo.Setup(mgr, nil, opCfg, controller.Options[string]{
 		MaxWorkers: d.maxWorkers, MaxFailures: 10, Logger: logger,
 	})
 	if err != nil {

@@ -24,9 +24,13 @@ type Operator struct {
 }
 
 // Setup builds the Foo controller on mgr: an informer for Foos (JSON, all
-// namespaces), one for the ConfigMaps it manages (protobuf, label-selected),
-// and the controller with opts (Name defaults to "foo").
+// namespaces) and one for the ConfigMaps it manages (protobuf,
+// label-selected), both from f (nil: the manager's shared factory), and the
+// controller with opts (Name defaults to "foo").
 func Setup(mgr *manager.Manager, f *cache.Factory, cfg *rest.Config, opts controller.Options[string]) (*Operator, error) {
+	if f == nil {
+		f = mgr.Factory()
+	}
 	if opts.Name == "" {
 		opts.Name = "foo"
 	}

@@ -46,7 +46,7 @@ func run(t *testing.T, opts controller.Options[string]) *foo.Operator {
 		t.Fatal(err)
 	}
 	opts.Logger = quiet
-	op, err := foo.Setup(mgr, cache.NewFactory(), env.Config(), opts)
+	op, err := foo.Setup(mgr, nil, env.Config(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

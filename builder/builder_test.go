@@ -228,3 +228,90 @@ func TestBuildNeedsExactlyOneFor(t *testing.T) {
 		t.Fatal("Watches with a nil func accepted")
 	}
 }
+
+// counting runs a controller For the namespace's ConfigMaps with rec and
+// returns a per-key reconcile counter.
+func counting(t *testing.T, ns string, o controller.Options[string], rec func(key string, n int64) (controller.Result, error)) func(string) int64 {
+	t.Helper()
+	var mu sync.Mutex
+	counts := map[string]int64{}
+	mgr := newManager(t)
+	o.Logger = quiet
+	_, err := builder.Build(mgr, controller.ReconcileFunc[string](func(ctx context.Context, key string) (controller.Result, error) {
+		mu.Lock()
+		counts[key]++
+		n := counts[key]
+		mu.Unlock()
+		return rec(key, n)
+	}), o, builder.For(cmInformer(t, mgr.Factory(), ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startManager(t, mgr)
+	return func(k string) int64 { mu.Lock(); defer mu.Unlock(); return counts[k] }
+}
+
+func TestRequeueAfterIsRateLimitedOnTheControlPlane(t *testing.T) {
+	cs, err := kubernetes.NewForConfig(env.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.Namespace(t, env.Config())
+	var first atomic.Int64
+	count := counting(t, ns, controller.Options[string]{Name: "hot", RequeueQPS: 10, RequeueBurst: 1}, func(key string, n int64) (controller.Result, error) {
+		first.CompareAndSwap(0, time.Now().UnixNano())
+		return controller.Result{RequeueAfter: time.Millisecond}, nil
+	})
+	createConfigMaps(t, cs, ns, 1, nil)
+	key := ns + "/cm-000"
+	waitUntil(t, "the first requeue", func() bool { return count(key) >= 2 })
+	time.Sleep(time.Second)
+	n := count(key)
+	elapsed := time.Since(time.Unix(0, first.Load()))
+	// A 10/s bucket with burst 1 allows at most 1 + 10·elapsed requeues.
+	if limit := 2 + int64(10*elapsed.Seconds()); n > limit {
+		t.Fatalf("%d reconciles in %v with RequeueAfter(1ms) and a 10/s requeue limit, want <= %d", n, elapsed, limit)
+	}
+	if n < 5 {
+		t.Fatalf("only %d reconciles in %v: RequeueAfter did not requeue", n, elapsed)
+	}
+}
+
+func TestTerminalErrorIsNotRetriedButNewEventsReconcile(t *testing.T) {
+	ctx := context.Background()
+	cs, err := kubernetes.NewForConfig(env.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.Namespace(t, env.Config())
+	count := counting(t, ns, controller.Options[string]{Name: "terminal"}, func(key string, n int64) (controller.Result, error) {
+		if strings.HasSuffix(key, "/cm-000") {
+			return controller.Result{}, controller.Terminal(fmt.Errorf("invalid %s", key))
+		}
+		return controller.Result{}, nil
+	})
+	createConfigMaps(t, cs, ns, 1, nil)
+	bad := ns + "/cm-000"
+	waitUntil(t, "the first reconcile", func() bool { return count(bad) >= 1 })
+	// A transient error would have been retried after 5, 10, 20, ... ms.
+	time.Sleep(300 * time.Millisecond)
+	if n := count(bad); n != 1 {
+		t.Fatalf("terminal key reconciled %d times without a new event, want 1", n)
+	}
+	// A new event for the object is new information: it is reconciled.
+	if _, err := cs.CoreV1().ConfigMaps(ns).Patch(ctx, "cm-000", "application/merge-patch+json", []byte(`{"data":{"fixed":"yes"}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the update of a terminally failed object to be reconciled", func() bool { return count(bad) >= 2 })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -33,7 +33,7 @@ type Options[K comparable] struct {
 	// MinWorkers and MaxWorkers bound the adaptive worker pool (see Sizer).
 	// Defaults: 1 and 32. MinWorkers == MaxWorkers gives a fixed pool.
 	MinWorkers, MaxWorkers int
-	// SizingInterval is how often the pool is resized. Default 1s.
+	// SizingInterval is how often the pool is resized. Default 250ms.
 	SizingInterval time.Duration
 	// ReconcileTimeout, if > 0, bounds each Reconcile through its context.
 	// Default 0: no timeout.
@@ -128,7 +128,7 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 		c.clock = queue.RealClock{}
 	}
 	if c.interval == 0 {
-		c.interval = time.Second
+		c.interval = 250 * time.Millisecond
 	}
 	if c.shutdown == 0 {
 		c.shutdown = 30 * time.Second

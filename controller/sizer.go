@@ -16,9 +16,11 @@ type Sample struct {
 //
 // Policy (hill climbing on throughput, bounded by Min and Max):
 //   - Grow when work is waiting (Depth > 0) and the workers are saturated
-//     (Busy ≥ 80% of Workers): double the pool. I/O-bound reconciles
-//     (latency dominated by API calls) scale this way until the backlog
-//     clears or Max is reached.
+//     (Busy ≥ 80% of Workers): to enough workers for the whole backlog
+//     (Workers + Depth), and at least double, within Max. A burst of events
+//     is met at once rather than over several intervals; I/O-bound
+//     reconciles (latency dominated by API calls) are served by as many
+//     workers as there are keys to work on.
 //   - After a growth step, if the larger pool was saturated with work still
 //     waiting and yet throughput (Completed/Interval) did not rise by at
 //     least 5%, the extra workers were not helping (CPU- or server-bound
@@ -64,7 +66,7 @@ func (s *Sizer) Next(x Sample) int {
 	}
 	switch {
 	case x.Depth > 0 && x.Busy >= 0.8*float64(w) && s.hold == 0 && w < hi:
-		next := clamp(2 * w)
+		next := clamp(max(2*w, w+x.Depth))
 		s.lastGrowFrom, s.lastThroughput = w, tput
 		return next
 	case x.Depth == 0 && x.Busy < 0.5*float64(w):

@@ -13,28 +13,30 @@ func TestSizer(t *testing.T) {
 		steps []Sample
 		want  []int
 	}{
-		{"doubles when saturated with a backlog", Sizer{Min: 1, Max: 32},
-			[]Sample{{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}}, []int{8}},
-		{"grows from one", Sizer{Min: 1, Max: 32},
-			[]Sample{{Workers: 1, Busy: 1, Depth: 5, Completed: 10, Interval: sec}}, []int{2}},
+		{"grows to cover the backlog when saturated", Sizer{Min: 1, Max: 64},
+			[]Sample{{Workers: 4, Busy: 4, Depth: 20, Completed: 40, Interval: sec}}, []int{24}},
+		{"at least doubles", Sizer{Min: 1, Max: 32},
+			[]Sample{{Workers: 4, Busy: 4, Depth: 1, Completed: 40, Interval: sec}}, []int{8}},
+		{"grows from one to the backlog", Sizer{Min: 1, Max: 32},
+			[]Sample{{Workers: 1, Busy: 1, Depth: 5, Completed: 10, Interval: sec}}, []int{6}},
 		{"never above max", Sizer{Min: 1, Max: 5},
 			[]Sample{{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}}, []int{5}},
 		{"keeps growing while throughput rises", Sizer{Min: 1, Max: 64},
 			[]Sample{
-				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec},
-				{Workers: 8, Busy: 8, Depth: 80, Completed: 80, Interval: sec},
-				{Workers: 16, Busy: 16, Depth: 50, Completed: 160, Interval: sec},
+				{Workers: 4, Busy: 4, Depth: 3, Completed: 40, Interval: sec},
+				{Workers: 8, Busy: 8, Depth: 3, Completed: 80, Interval: sec},
+				{Workers: 16, Busy: 16, Depth: 3, Completed: 160, Interval: sec},
 			}, []int{8, 16, 32}},
 		{"steps back and holds when growth did not help", Sizer{Min: 1, Max: 64, HoldIntervals: 2},
 			[]Sample{
-				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec},
-				{Workers: 8, Busy: 8, Depth: 100, Completed: 41, Interval: sec}, // saturated, +2.5%: not worth it
-				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}, // holding
-				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec}, // hold over: grow again
+				{Workers: 4, Busy: 4, Depth: 2, Completed: 40, Interval: sec},
+				{Workers: 8, Busy: 8, Depth: 2, Completed: 41, Interval: sec}, // saturated, +2.5%: not worth it
+				{Workers: 4, Busy: 4, Depth: 2, Completed: 40, Interval: sec}, // holding
+				{Workers: 4, Busy: 4, Depth: 2, Completed: 40, Interval: sec}, // hold over: grow again
 			}, []int{8, 4, 4, 8}},
 		{"does not judge a growth step the pool could not use", Sizer{Min: 1, Max: 64},
 			[]Sample{
-				{Workers: 4, Busy: 4, Depth: 100, Completed: 40, Interval: sec},
+				{Workers: 4, Busy: 4, Depth: 2, Completed: 40, Interval: sec},
 				{Workers: 8, Busy: 5, Depth: 3, Completed: 40, Interval: sec}, // backlog ran low: not saturated
 			}, []int{8, 8}},
 		{"does not grow when workers are idle even with depth", Sizer{Min: 1, Max: 32},

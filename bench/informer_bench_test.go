@@ -110,7 +110,7 @@ func BenchmarkInformerRelist(b *testing.B) {
 			}
 			for _, lowGC := range []bool{true, false} {
 				_, steady := heapAfterGC()
-				prev := debug.SetGCPercent(-1)
+				prev := debug.SetGCPercent(-1) // read GOGC (and restore it at once)
 				debug.SetGCPercent(prev)
 				if lowGC {
 					debug.SetGCPercent(10)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -43,6 +44,11 @@ type Reconciler struct {
 	GetConfigMap func(namespace, name string) (*corev1.ConfigMap, bool)
 	Kube         kubernetes.Interface
 	Dynamic      dynamic.Interface
+
+	// overwritten maps a key to the resourceVersion our last successful
+	// status write replaced. While the cache still holds that version, it
+	// has not seen our own write yet, and writing again would only conflict.
+	overwritten sync.Map
 }
 
 // Reconcile implements controller.Reconciler for "namespace/name" keys.
@@ -53,6 +59,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) (controller.Resu
 	}
 	foo, ok := r.GetFoo(ns, name)
 	if !ok {
+		r.overwritten.Delete(key)
 		return controller.Result{}, nil // deleted; the garbage collector removes the ConfigMap
 	}
 	message, _, _ := unstructured.NestedString(foo.Object, "spec", "message")
@@ -94,6 +101,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) (controller.Resu
 }
 
 func (r *Reconciler) updateStatus(ctx context.Context, foo *unstructured.Unstructured, cmName string) error {
+	key := foo.GetNamespace() + "/" + foo.GetName()
+	if rv, ok := r.overwritten.Load(key); ok && rv == foo.GetResourceVersion() {
+		return nil // the cache lags behind our own status write; its event is on the way
+	}
 	gen := foo.GetGeneration()
 	observed, _, _ := unstructured.NestedInt64(foo.Object, "status", "observedGeneration")
 	phase, _, _ := unstructured.NestedString(foo.Object, "status", "phase")
@@ -106,12 +117,13 @@ func (r *Reconciler) updateStatus(ctx context.Context, foo *unstructured.Unstruc
 	unstructured.SetNestedField(upd.Object, "Ready", "status", "phase")
 	unstructured.SetNestedField(upd.Object, cmName, "status", "configMap")
 	_, err := r.Dynamic.Resource(GVR).Namespace(foo.GetNamespace()).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
-	if apierrors.IsConflict(err) {
-		return nil // a newer Foo is on its way through the watch and will be reconciled
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil // a newer Foo, or its deletion, is on its way through the watch
 	}
 	if err != nil {
 		return fmt.Errorf("update status of foo %s/%s: %w", foo.GetNamespace(), foo.GetName(), err)
 	}
+	r.overwritten.Store(key, foo.GetResourceVersion())
 	return nil
 }
 

@@ -5,9 +5,6 @@ import "testing"
 // TestReconcileConverge runs every C1 contender once on a few Foos: each must
 // converge and leave the same children (checked by runConverge).
 func TestReconcileConverge(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a control plane")
-	}
 	env := convergeEnv(t)
 	for _, c := range convergeContenders {
 		t.Run(c.name, func(t *testing.T) {

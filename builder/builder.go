@@ -1,124 +1,213 @@
 // Package builder wires informers to a controller: which changes enqueue
-// which keys. It is the only place where cache, controller and manager meet.
+// which keys. Users name Go types; group, version, kind and resource come
+// from the manager's scheme and the server's discovery.
 //
-//	foos := cache.InformerFor(factory, fooSource, cache.Options[*unstructured.Unstructured]{})
-//	cms := cache.InformerFor(factory, cmSource, cache.Options[*corev1.ConfigMap]{})
-//	c, err := builder.Build(mgr, reconciler, controller.Options[string]{Name: "foo"},
-//		builder.For(foos, builder.GenerationChanged[*unstructured.Unstructured]()),
-//		builder.Owns(cms, "demo.skiff.dev", "Foo"),
+//	c, err := builder.Build(mgr, reconciler,
+//		builder.For[*appsv1.Deployment](),
+//		builder.Owns[*appsv1.ReplicaSet](),
 //	)
 //
-// Keys are "namespace/name" (just "name" for cluster-scoped objects). For
-// without predicates pushes keys straight into the queue (no buffering: the
-// queue deduplicates bursts); For with predicates, Owns and Watches look at
-// the objects and so go through the informer's bounded event buffer.
+// The reconciler receives a controller.Request (namespace and name). The
+// informers come from the manager's client (one per Go type, shared by every
+// controller and by client.Get/List, which read from them). Options:
+// Named (default: the For type's kind, lower-cased), WithOptions (workers,
+// timeouts, retry budget, ...), Scope (namespace and selectors of a type's
+// informer).
+//
+// For without predicates pushes keys straight into the queue (no
+// buffering: the queue deduplicates bursts); For with predicates, Owns and
+// Watches look at the objects and so go through the informer's bounded
+// event buffer. ForInformer and WatchesInformer take an informer built by
+// hand (unstructured objects, projections, a second scope of one type).
 package builder
 
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/manager"
 	"github.com/skiffkit/skiff/queue"
 )
 
-// Trigger connects one informer to a controller's queue. Build them with
-// For, Owns and Watches.
-type Trigger interface {
-	// name identifies the informer in sync errors, e.g. "configmaps".
-	name() string
-	cache() manager.Cache
-	attach(q *queue.Queue[string]) *cache.Registration
+// Option is a trigger (For, Owns, Watches, ...) or a setting (Named,
+// WithOptions, Scope) of Build.
+type Option interface {
+	apply(b *build) error
 }
 
-// Build creates a controller from r and o, attaches every trigger to its
-// queue, and registers the controller and the triggers' informers with mgr
-// (an informer shared by several controllers is registered once). Exactly
-// one trigger must come from For.
-func Build(mgr *manager.Manager, r controller.Reconciler[string], o controller.Options[string], triggers ...Trigger) (*controller.Controller[string], error) {
-	fors := 0
-	for _, t := range triggers {
-		if _, ok := t.(forTrigger); ok {
-			fors++
-		}
+type build struct {
+	mgr    *manager.Manager
+	opts   controller.Options[controller.Request]
+	scopes map[reflect.Type]cache.Scope
+	// forGVK is the For type's group/version/kind (empty for ForInformer).
+	forGVK  schema.GroupVersionKind
+	fors    int
+	attachs []func(q *queue.Queue[controller.Request]) error
+}
+
+// Build creates a controller for r from opts — exactly one For or
+// ForInformer, any number of Owns and Watches, and settings — registers it
+// with mgr and returns it. mgr runs it after its caches sync.
+func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], opts ...Option) (*controller.Controller[controller.Request], error) {
+	if mgr == nil {
+		return nil, errors.New("builder: nil manager")
 	}
-	if fors != 1 {
-		return nil, fmt.Errorf("builder: controller %q needs exactly one For trigger, got %d", o.Name, fors)
-	}
-	if o.Metrics == nil && mgr != nil {
-		m, err := controllerMetrics(mgr)
-		if err != nil {
-			return nil, err
-		}
-		o.Metrics = m
-	}
-	c, err := controller.New(r, o)
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range triggers {
-		t.attach(c.Queue())
-		if mgr != nil {
-			if err := mgr.AddCache(t.name(), t.cache()); err != nil {
+	b := &build{mgr: mgr, scopes: map[reflect.Type]cache.Scope{}}
+	// Settings first, so triggers see scopes and names whatever the order.
+	for _, o := range opts {
+		if _, ok := o.(trigger); !ok {
+			if err := o.apply(b); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if mgr != nil {
-		if err := mgr.AddController(c); err != nil {
+	for _, o := range opts {
+		if _, ok := o.(forTrigger); ok {
+			if err := o.apply(b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if b.fors != 1 {
+		return nil, fmt.Errorf("builder: controller %q needs exactly one For trigger, got %d", b.opts.Name, b.fors)
+	}
+	for _, o := range opts {
+		if _, ok := o.(trigger); ok {
+			if _, isFor := o.(forTrigger); !isFor {
+				if err := o.apply(b); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	m := mgr.Metrics()
+	if b.opts.Metrics == nil {
+		b.opts.Metrics = m.Controllers
+	}
+	if b.opts.QueueMetrics == nil && b.opts.Queue == nil {
+		b.opts.QueueMetrics = m.Queues
+	}
+	if b.opts.Logger == nil {
+		b.opts.Logger = mgr.Logger()
+	}
+	c, err := controller.New(r, b.opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, attach := range b.attachs {
+		if err := attach(c.Queue()); err != nil {
 			return nil, err
 		}
+	}
+	if err := mgr.AddController(c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// controllerMetrics returns the manager's shared controller metrics,
-// creating them on first use.
-func controllerMetrics(mgr *manager.Manager) (*controller.Metrics, error) {
-	v, err := mgr.Shared("controller.Metrics", func() (any, error) { return controller.NewMetrics(mgr.Registry()) })
-	if err != nil {
-		return nil, fmt.Errorf("builder: controller metrics: %w", err)
-	}
-	return v.(*controller.Metrics), nil
-}
-
-// Key returns the queue key of obj: "namespace/name", or "name" when the
-// object has no namespace.
-func Key(obj cache.Object) string { return cache.Key(obj.GetNamespace(), obj.GetName()) }
-
+type trigger interface{ isTrigger() }
 type forTrigger interface{ isFor() }
 
-type forT[T cache.Object] struct {
-	inf   *cache.Informer[T]
-	preds []Predicate[T]
+type settingFunc func(b *build) error
+
+func (f settingFunc) apply(b *build) error { return f(b) }
+
+// Named names the controller (metrics label "controller", logs, queue
+// name). Default: the For type's kind in lower case.
+func Named(name string) Option {
+	return settingFunc(func(b *build) error {
+		if name == "" {
+			return errors.New("builder: Named(\"\")")
+		}
+		b.opts.Name = name
+		return nil
+	})
 }
 
-func (forT[T]) isFor()                 {}
-func (f forT[T]) name() string         { return f.inf.Name() }
-func (f forT[T]) cache() manager.Cache { return f.inf }
+// WithOptions sets the controller's options (workers, timeouts, retry
+// budget, ...). Its Name, if set, names the controller; Metrics,
+// QueueMetrics and Logger default to the manager's.
+func WithOptions(o controller.Options[controller.Request]) Option {
+	return settingFunc(func(b *build) error {
+		name := b.opts.Name
+		b.opts = o
+		if o.Name == "" {
+			b.opts.Name = name
+		}
+		return nil
+	})
+}
 
-func (f forT[T]) attach(q *queue.Queue[string]) *cache.Registration {
-	if len(f.preds) == 0 {
-		return f.inf.AddKeyHandler(q, cache.KeyHandlerOptions{})
+// Scope limits the informer of T (namespace, label and field selectors).
+// It applies to the manager's one informer of T, which client.Get and
+// client.List of T read too: objects outside it read as not found.
+func Scope[T client.Object](s cache.Scope) Option {
+	return settingFunc(func(b *build) error {
+		b.scopes[reflect.TypeFor[T]()] = s
+		return nil
+	})
+}
+
+// informer returns the manager's informer of T with the build's scope.
+func informer[T client.Object](b *build) (*cache.Informer[T], error) {
+	c := b.mgr.Client()
+	if c == nil {
+		return nil, fmt.Errorf("builder: informers by type need a manager with Options.Config")
 	}
-	return f.inf.AddEventHandler(cache.EventHandler[T]{
+	return client.InformerFor[T](c, b.scopes[reflect.TypeFor[T]()])
+}
+
+type forT[T client.Object] struct{ preds []Predicate[T] }
+
+func (forT[T]) isTrigger() {}
+func (forT[T]) isFor()     {}
+
+func (f forT[T]) apply(b *build) error {
+	b.fors++
+	inf, err := informer[T](b)
+	if err != nil {
+		return err
+	}
+	if b.forGVK, err = b.mgr.Client().GVKFor(newObject[T]()); err != nil {
+		return err
+	}
+	if b.opts.Name == "" {
+		b.opts.Name = strings.ToLower(b.forGVK.Kind)
+	}
+	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
+		attachFor(inf, f.preds, q)
+		return nil
+	})
+	return nil
+}
+
+func attachFor[T cache.Object](inf *cache.Informer[T], preds []Predicate[T], q *queue.Queue[controller.Request]) {
+	if len(preds) == 0 {
+		inf.AddKeyHandler(q, cache.KeyHandlerOptions{})
+		return
+	}
+	inf.AddEventHandler(cache.EventHandler[T]{
 		OnAdd: func(obj T) {
-			if allow(f.preds, func(p Predicate[T]) bool { return p.Create == nil || p.Create(obj) }) {
-				q.Add(Key(obj))
+			if allow(preds, func(p Predicate[T]) bool { return p.Create == nil || p.Create(obj) }) {
+				q.Add(cache.KeyOf(obj))
 			}
 		},
 		OnUpdate: func(old, new T) {
-			if allow(f.preds, func(p Predicate[T]) bool { return p.Update == nil || p.Update(old, new) }) {
-				q.Add(Key(new))
+			if allow(preds, func(p Predicate[T]) bool { return p.Update == nil || p.Update(old, new) }) {
+				q.Add(cache.KeyOf(new))
 			}
 		},
 		OnDelete: func(old T) {
-			if allow(f.preds, func(p Predicate[T]) bool { return p.Delete == nil || p.Delete(old) }) {
-				q.Add(Key(old))
+			if allow(preds, func(p Predicate[T]) bool { return p.Delete == nil || p.Delete(old) }) {
+				q.Add(cache.KeyOf(old))
 			}
 		},
 	}, cache.EventHandlerOptions{Name: "for"})
@@ -133,85 +222,155 @@ func allow[T any](preds []Predicate[T], ok func(Predicate[T]) bool) bool {
 	return true
 }
 
-// For makes changes of the primary type enqueue their own key. Predicates,
-// if any, must all pass for a change to enqueue.
-func For[T cache.Object](inf *cache.Informer[T], preds ...Predicate[T]) Trigger {
-	return forT[T]{inf: inf, preds: preds}
+// For makes changes of the primary type T enqueue their own key.
+// Predicates, if any, must all pass for a change to enqueue.
+func For[T client.Object](preds ...Predicate[T]) Option { return forT[T]{preds: preds} }
+
+type forInformer[T cache.Object] struct {
+	inf   *cache.Informer[T]
+	preds []Predicate[T]
 }
 
-// Owned is an object that carries owner references.
-type Owned interface {
-	cache.Object
-	GetOwnerReferences() []metav1.OwnerReference
+func (forInformer[T]) isTrigger() {}
+func (forInformer[T]) isFor()     {}
+
+func (f forInformer[T]) apply(b *build) error {
+	b.fors++
+	if b.opts.Name == "" {
+		return errors.New("builder: ForInformer needs Named or WithOptions with a Name")
+	}
+	if err := b.mgr.AddCache(f.inf.Name(), f.inf); err != nil {
+		return err
+	}
+	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
+		attachFor(f.inf, f.preds, q)
+		return nil
+	})
+	return nil
 }
 
-type ownsT[T Owned] struct {
-	inf         *cache.Informer[T]
-	group, kind string
+// ForInformer is For with an informer built by hand (for example over
+// unstructured objects or a projection). The manager runs it. Owns needs a
+// typed For; use WatchesInformer with OwnerKeys instead.
+func ForInformer[T cache.Object](inf *cache.Informer[T], preds ...Predicate[T]) Option {
+	return forInformer[T]{inf: inf, preds: preds}
 }
 
-func (o ownsT[T]) name() string         { return o.inf.Name() }
-func (o ownsT[T]) cache() manager.Cache { return o.inf }
+type ownsT[T client.Object] struct{}
 
-func (o ownsT[T]) attach(q *queue.Queue[string]) *cache.Registration {
-	enqueue := func(obj T) {
-		for _, ref := range obj.GetOwnerReferences() {
-			if ref.Controller == nil || !*ref.Controller || ref.Kind != o.kind || groupOf(ref.APIVersion) != o.group {
+func (ownsT[T]) isTrigger() {}
+
+func (ownsT[T]) apply(b *build) error {
+	if b.forGVK.Empty() {
+		return fmt.Errorf("builder: Owns[%v] needs a typed For (the owner's kind comes from it)", reflect.TypeFor[T]())
+	}
+	inf, err := informer[T](b)
+	if err != nil {
+		return err
+	}
+	keys := OwnerKeys[T](b.forGVK)
+	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
+		attachMap(inf, keys, q, "owns")
+		return nil
+	})
+	return nil
+}
+
+// Owns makes changes of objects of type T whose controller owner reference
+// points at an object of the For type enqueue that owner's key.
+func Owns[T client.Object]() Option { return ownsT[T]{} }
+
+// OwnerKeys returns a mapping from an object to the key of its controller
+// owner of kind gvk (group and kind must match; any version), for
+// WatchesInformer over hand-built informers. Owners are looked up in the
+// object's namespace, as Kubernetes requires for namespaced owners.
+func OwnerKeys[T cache.Object](gvk schema.GroupVersionKind) func(T) []controller.Request {
+	return func(obj T) []controller.Request {
+		o, ok := any(obj).(interface {
+			GetOwnerReferences() []metav1.OwnerReference
+		})
+		if !ok {
+			return nil
+		}
+		for _, ref := range o.GetOwnerReferences() {
+			if ref.Controller == nil || !*ref.Controller || ref.Kind != gvk.Kind {
 				continue
 			}
-			q.Add(cache.Key(obj.GetNamespace(), ref.Name))
+			if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != gvk.Group {
+				continue
+			}
+			return []controller.Request{{Namespace: obj.GetNamespace(), Name: ref.Name}}
 		}
+		return nil
 	}
-	return o.inf.AddEventHandler(cache.EventHandler[T]{
-		OnAdd:    enqueue,
-		OnUpdate: func(old, new T) { enqueue(old); enqueue(new) },
-		OnDelete: enqueue,
-	}, cache.EventHandlerOptions{Name: "owns"})
 }
 
-func groupOf(apiVersion string) string {
-	for i := 0; i < len(apiVersion); i++ {
-		if apiVersion[i] == '/' {
-			return apiVersion[:i]
-		}
-	}
-	return "" // core group: "v1"
-}
-
-// Owns makes changes of objects whose controller owner reference points at
-// group/kind (group "" for the core group) enqueue that owner's key. Owners
-// are assumed to be in the object's namespace, as Kubernetes requires for
-// namespaced owners.
-func Owns[T Owned](inf *cache.Informer[T], group, kind string) Trigger {
-	return ownsT[T]{inf: inf, group: group, kind: kind}
-}
-
-type watchesT[T cache.Object] struct {
-	inf *cache.Informer[T]
-	fn  func(T) []string
-}
-
-func (w watchesT[T]) name() string         { return w.inf.Name() }
-func (w watchesT[T]) cache() manager.Cache { return w.inf }
-
-func (w watchesT[T]) attach(q *queue.Queue[string]) *cache.Registration {
+func attachMap[T cache.Object](inf *cache.Informer[T], fn func(T) []controller.Request, q *queue.Queue[controller.Request], name string) {
 	enqueue := func(obj T) {
-		for _, k := range w.fn(obj) {
+		for _, k := range fn(obj) {
 			q.Add(k)
 		}
 	}
-	return w.inf.AddEventHandler(cache.EventHandler[T]{
+	inf.AddEventHandler(cache.EventHandler[T]{
 		OnAdd:    enqueue,
 		OnUpdate: func(old, new T) { enqueue(old); enqueue(new) },
 		OnDelete: enqueue,
-	}, cache.EventHandlerOptions{Name: "watches"})
+	}, cache.EventHandlerOptions{Name: name})
 }
 
-// Watches makes changes of any type enqueue the keys fn returns (for old
-// and new object on update). fn must not modify its argument.
-func Watches[T cache.Object](inf *cache.Informer[T], fn func(T) []string) (Trigger, error) {
-	if fn == nil {
-		return nil, errors.New("builder: Watches needs a mapping func")
+type watchesT[T client.Object] struct {
+	fn func(T) []controller.Request
+}
+
+func (watchesT[T]) isTrigger() {}
+
+func (w watchesT[T]) apply(b *build) error {
+	if w.fn == nil {
+		return fmt.Errorf("builder: Watches[%v] needs a mapping func", reflect.TypeFor[T]())
 	}
-	return watchesT[T]{inf: inf, fn: fn}, nil
+	inf, err := informer[T](b)
+	if err != nil {
+		return err
+	}
+	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
+		attachMap(inf, w.fn, q, "watches")
+		return nil
+	})
+	return nil
+}
+
+// Watches makes changes of objects of type T enqueue the keys fn returns
+// (for the old and the new object of an update). fn must not modify its
+// argument.
+func Watches[T client.Object](fn func(T) []controller.Request) Option { return watchesT[T]{fn: fn} }
+
+type watchesInformer[T cache.Object] struct {
+	inf *cache.Informer[T]
+	fn  func(T) []controller.Request
+}
+
+func (watchesInformer[T]) isTrigger() {}
+
+func (w watchesInformer[T]) apply(b *build) error {
+	if w.fn == nil {
+		return errors.New("builder: WatchesInformer needs a mapping func")
+	}
+	if err := b.mgr.AddCache(w.inf.Name(), w.inf); err != nil {
+		return err
+	}
+	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
+		attachMap(w.inf, w.fn, q, "watches")
+		return nil
+	})
+	return nil
+}
+
+// WatchesInformer is Watches with an informer built by hand. The manager
+// runs it.
+func WatchesInformer[T cache.Object](inf *cache.Informer[T], fn func(T) []controller.Request) Option {
+	return watchesInformer[T]{inf: inf, fn: fn}
+}
+
+func newObject[T client.Object]() T {
+	return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T)
 }

@@ -48,7 +48,7 @@ func TestStoreConcurrentReadersSeeConsistentIndexes(t *testing.T) {
 		name := fmt.Sprint("p", i%50)
 		switch i % 7 {
 		case 0:
-			s.Delete("ns/" + name)
+			s.Delete(key("ns/" + name))
 		case 6:
 			var list []*corev1.Pod
 			for j := range 30 {

@@ -17,7 +17,7 @@ func Example() {
 	s := newScript()
 	w := s.watcher()
 	inf := cache.New(podSource(s), cache.Options[*corev1.Pod]{})
-	q := queue.New(queue.Options[string]{})
+	q := queue.New(queue.Options[cache.ObjectKey]{})
 	inf.AddKeyHandler(q, cache.KeyHandlerOptions{})
 
 	ctx, cancel := context.WithCancel(context.Background())

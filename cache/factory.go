@@ -7,12 +7,15 @@ import (
 	"sync"
 )
 
-// runner is what a Factory needs of an Informer[T].
-type runner interface {
+// Runner is an informer of any type, as a Factory holds it.
+type Runner interface {
+	Name() string
 	Run(ctx context.Context) error
 	WaitForSync(ctx context.Context) error
 	HasSynced() bool
 }
+
+type runner = Runner
 
 // Factory shares informers: one informer, and so one watch, per source ID
 // (resource, object type, namespace, label and field selectors, projection)
@@ -95,4 +98,23 @@ func (f *Factory) WaitForSync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Informers returns the factory's informers, in creation order.
+func (f *Factory) Informers() []Runner {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Runner(nil), f.order...)
+}
+
+// Has reports whether r is one of the factory's informers.
+func (f *Factory) Has(r Runner) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, have := range f.order {
+		if have == r {
+			return true
+		}
+	}
+	return false
 }

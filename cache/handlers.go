@@ -35,17 +35,17 @@ type KeyHandlerOptions struct {
 }
 
 type keyHandler[T Object] struct {
-	q      *queue.Queue[string]
+	q      *queue.Queue[ObjectKey]
 	o      KeyHandlerOptions
 	synced atomic.Bool
 }
 
 // AddKeyHandler makes every change (add, update, delete, and every object
-// of a relist that changed) push its "namespace/name" key into q, from the
+// of a relist that changed) push its ObjectKey into q, from the
 // informer's goroutine, with no buffering in between: q deduplicates bursts.
 // Keys of the objects already cached are pushed at once. The handler is
 // synced when the informer is.
-func (inf *Informer[T]) AddKeyHandler(q *queue.Queue[string], o KeyHandlerOptions) *Registration {
+func (inf *Informer[T]) AddKeyHandler(q *queue.Queue[ObjectKey], o KeyHandlerOptions) *Registration {
 	if o.ResyncPriority == 0 {
 		o.ResyncPriority = DefaultResyncPriority
 	}

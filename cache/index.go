@@ -22,21 +22,21 @@ func namespaceOf[T Object](obj T) []string { return []string{obj.GetNamespace()}
 
 type index[T Object] struct {
 	fn     IndexFunc[T]
-	values map[string]map[string]struct{} // index value -> keys
+	values map[string]map[ObjectKey]struct{} // index value -> keys
 }
 
-func (ix *index[T]) add(key string, obj T) {
+func (ix *index[T]) add(key ObjectKey, obj T) {
 	for _, v := range ix.fn(obj) {
 		set := ix.values[v]
 		if set == nil {
-			set = map[string]struct{}{}
+			set = map[ObjectKey]struct{}{}
 			ix.values[v] = set
 		}
 		set[key] = struct{}{}
 	}
 }
 
-func (ix *index[T]) remove(key string, obj T) {
+func (ix *index[T]) remove(key ObjectKey, obj T) {
 	for _, v := range ix.fn(obj) {
 		set := ix.values[v]
 		delete(set, key)

@@ -17,7 +17,7 @@ import (
 	"github.com/skiffkit/skiff/queue"
 )
 
-func drain(q *queue.Queue[string]) []string {
+func drain(q *queue.Queue[cache.ObjectKey]) []string {
 	var out []string
 	for {
 		k, ok := q.TryGet()
@@ -26,7 +26,7 @@ func drain(q *queue.Queue[string]) []string {
 			return out
 		}
 		q.Done(k)
-		out = append(out, k)
+		out = append(out, k.String())
 	}
 }
 
@@ -37,7 +37,7 @@ func TestKeyHandler(t *testing.T) {
 		s := newScript()
 		w := s.watcher()
 		inf := cache.New(podSource(s), cache.Options[*corev1.Pod]{ResyncPeriod: time.Hour})
-		q := queue.New(queue.Options[string]{})
+		q := queue.New(queue.Options[cache.ObjectKey]{})
 		reg := inf.AddKeyHandler(q, cache.KeyHandlerOptions{})
 		defer run(t, inf)()
 		w.Add(pod("a", "x", "1"))
@@ -57,7 +57,7 @@ func TestKeyHandler(t *testing.T) {
 		if got := drain(q); !slices.Equal(got, []string{"a/x", "a/y"}) {
 			t.Fatalf("keys after events %v", got)
 		}
-		late := queue.New(queue.Options[string]{})
+		late := queue.New(queue.Options[cache.ObjectKey]{})
 		lreg := inf.AddKeyHandler(late, cache.KeyHandlerOptions{})
 		if got := drain(late); !slices.Equal(got, []string{"a/x"}) || !lreg.HasSynced() {
 			t.Fatalf("late handler got %v synced=%v", got, lreg.HasSynced())
@@ -74,7 +74,7 @@ func TestKeyHandler(t *testing.T) {
 		synctest.Wait()
 		w.Modify(pod("a", "z", "7"))
 		synctest.Wait()
-		if k, _ := q.TryGet(); k != "a/z" {
+		if k, _ := q.TryGet(); k.String() != "a/z" {
 			t.Fatalf("first key after resync %q, want the fresh change a/z first", k)
 		}
 		if got := drain(q); !slices.Equal(got, []string{"a/x"}) {

@@ -300,7 +300,7 @@ func (r *reflector[T]) consume(ctx context.Context, w watch.Interface, session *
 				continue // not sent during initial events; nothing to remove from a listing
 			}
 			r.stats.events.Add(1)
-			key := Key(acc.GetNamespace(), acc.GetName())
+			key := ObjectKey{Namespace: acc.GetNamespace(), Name: acc.GetName()}
 			r.dmu.Lock()
 			if old, ok := r.store.Delete(key); ok {
 				r.emit(Change[T]{Type: Deleted, Key: key, Old: old})

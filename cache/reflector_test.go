@@ -33,7 +33,7 @@ func wantStore(t *testing.T, inf *cache.Informer[*corev1.Pod], want ...string) {
 	t.Helper()
 	var got []string
 	for _, p := range inf.Lister().List(nil) {
-		got = append(got, cache.KeyOf(p)+"@"+p.ResourceVersion)
+		got = append(got, cache.KeyOf(p).String()+"@"+p.ResourceVersion)
 	}
 	slices.Sort(got)
 	slices.Sort(want)

@@ -169,11 +169,11 @@ type recorder struct {
 func (r *recorder) handler() cache.EventHandler[*corev1.Pod] {
 	add := func(s string) { r.mu.Lock(); r.lines = append(r.lines, s); r.mu.Unlock() }
 	return cache.EventHandler[*corev1.Pod]{
-		OnAdd: func(p *corev1.Pod) { add("add " + cache.KeyOf(p) + "@" + p.ResourceVersion) },
+		OnAdd: func(p *corev1.Pod) { add("add " + cache.KeyOf(p).String() + "@" + p.ResourceVersion) },
 		OnUpdate: func(o, n *corev1.Pod) {
-			add("update " + cache.KeyOf(n) + "@" + o.ResourceVersion + "->" + n.ResourceVersion)
+			add("update " + cache.KeyOf(n).String() + "@" + o.ResourceVersion + "->" + n.ResourceVersion)
 		},
-		OnDelete: func(o *corev1.Pod) { add("delete " + cache.KeyOf(o) + "@" + o.ResourceVersion) },
+		OnDelete: func(o *corev1.Pod) { add("delete " + cache.KeyOf(o).String() + "@" + o.ResourceVersion) },
 	}
 }
 

@@ -94,24 +94,33 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 	if err != nil {
 		return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
 	}
-	return Source[T]{LW: &restLW{c: rc, resource: gvr.Resource, ns: scope.Namespace}, Decode: Assert[T], Resource: resourceName(gvr), Scope: scope}, nil
+	return RESTSource[T](rc, gvr, scope), nil
+}
+
+// RESTSource watches gvr through c, a REST client for gvr's group and
+// version whose serializer decodes the wire objects into T (protobuf or JSON,
+// for a type registered in the client's scheme: a k8s.io/api type or a CRD
+// struct). The client package builds these for Go types; TypedSource is the
+// same for client-go's scheme.
+func RESTSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope) Source[T] {
+	return Source[T]{LW: &restLW{c: c, resource: gvr.Resource, ns: scope.Namespace}, Decode: Assert[T], Resource: resourceName(gvr), Scope: scope}
 }
 
 type restLW struct {
-	c        *rest.RESTClient
+	c        rest.Interface
 	resource string
 	ns       string
 }
 
 func (l *restLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
-		VersionedParams(&opts, scheme.ParameterCodec).Do(ctx).Get()
+		VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Get()
 }
 
 func (l *restLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	opts.Watch = true
 	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
-		VersionedParams(&opts, scheme.ParameterCodec).Watch(ctx)
+		VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
 }
 
 // UnstructuredSource watches any resource (custom resources included) as

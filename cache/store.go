@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Object is what a Store holds: anything with a namespace, a name, a
@@ -43,17 +44,13 @@ func MetaOf(o Object) Meta {
 	return Meta{Namespace: o.GetNamespace(), Name: o.GetName(), ResourceVersion: o.GetResourceVersion(), Labels: o.GetLabels()}
 }
 
-// KeyOf returns the store key of o: "namespace/name", or "name" for
-// cluster-scoped objects.
-func KeyOf(o Object) string { return Key(o.GetNamespace(), o.GetName()) }
+// ObjectKey identifies an object: its namespace ("" for cluster-scoped
+// objects) and name. It is apimachinery's types.NamespacedName, so it prints
+// as "namespace/name" and is what controllers built by the builder receive.
+type ObjectKey = types.NamespacedName
 
-// Key returns the store key for a namespace and name.
-func Key(namespace, name string) string {
-	if namespace == "" {
-		return name
-	}
-	return namespace + "/" + name
-}
+// KeyOf returns the key of o.
+func KeyOf(o Object) ObjectKey { return ObjectKey{Namespace: o.GetNamespace(), Name: o.GetName()} }
 
 // ChangeType says what happened to a key.
 type ChangeType uint8
@@ -81,7 +78,7 @@ func (c ChangeType) String() string {
 // for Deleted.
 type Change[T Object] struct {
 	Type ChangeType
-	Key  string
+	Key  ObjectKey
 	Old  T
 	New  T
 }
@@ -98,7 +95,7 @@ type entry[T Object] struct {
 	seen atomic.Uint64 // the replace generation that last saw this key
 }
 
-// Store is a typed, thread-safe map from "namespace/name" to the latest
+// Store is a typed, thread-safe map from ObjectKey to the latest
 // object, with named indexes.
 //
 // Ownership: objects handed in belong to the Store from then on; objects
@@ -111,7 +108,7 @@ type entry[T Object] struct {
 // a Replace (see ReplaceSession).
 type Store[T Object] struct {
 	mu      sync.RWMutex
-	items   map[string]*entry[T]
+	items   map[ObjectKey]*entry[T]
 	indexes map[string]*index[T]
 	rv      string
 	gen     atomic.Uint64 // replace generation
@@ -119,19 +116,19 @@ type Store[T Object] struct {
 
 // NewStore returns an empty store.
 func NewStore[T Object](o StoreOptions[T]) *Store[T] {
-	s := &Store[T]{items: map[string]*entry[T]{}, indexes: map[string]*index[T]{}}
-	s.indexes[NamespaceIndex] = &index[T]{fn: namespaceOf[T], values: map[string]map[string]struct{}{}}
+	s := &Store[T]{items: map[ObjectKey]*entry[T]{}, indexes: map[string]*index[T]{}}
+	s.indexes[NamespaceIndex] = &index[T]{fn: namespaceOf[T], values: map[string]map[ObjectKey]struct{}{}}
 	for name, fn := range o.Indexes {
 		if name == NamespaceIndex {
 			panic("cache: index name " + NamespaceIndex + " is built in")
 		}
-		s.indexes[name] = &index[T]{fn: fn, values: map[string]map[string]struct{}{}}
+		s.indexes[name] = &index[T]{fn: fn, values: map[string]map[ObjectKey]struct{}{}}
 	}
 	return s
 }
 
 // Get returns the object stored under key.
-func (s *Store[T]) Get(key string) (T, bool) {
+func (s *Store[T]) Get(key ObjectKey) (T, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if e, ok := s.items[key]; ok {
@@ -186,10 +183,10 @@ func (s *Store[T]) List(sel labels.Selector) []T {
 }
 
 // Keys returns every stored key, in no particular order.
-func (s *Store[T]) Keys() []string {
+func (s *Store[T]) Keys() []ObjectKey {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]string, 0, len(s.items))
+	out := make([]ObjectKey, 0, len(s.items))
 	for k := range s.items {
 		out = append(out, k)
 	}
@@ -206,7 +203,7 @@ func (s *Store[T]) Upsert(obj T) (old T, existed, changed bool) {
 	return s.upsertLocked(key, obj)
 }
 
-func (s *Store[T]) upsertLocked(key string, obj T) (old T, existed, changed bool) {
+func (s *Store[T]) upsertLocked(key ObjectKey, obj T) (old T, existed, changed bool) {
 	e, existed := s.items[key]
 	if existed {
 		old = e.obj
@@ -229,13 +226,13 @@ func (s *Store[T]) upsertLocked(key string, obj T) (old T, existed, changed bool
 }
 
 // Delete removes key and returns the object it held.
-func (s *Store[T]) Delete(key string) (T, bool) {
+func (s *Store[T]) Delete(key ObjectKey) (T, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.deleteLocked(key)
 }
 
-func (s *Store[T]) deleteLocked(key string) (T, bool) {
+func (s *Store[T]) deleteLocked(key ObjectKey) (T, bool) {
 	e, ok := s.items[key]
 	if !ok {
 		var zero T
@@ -271,7 +268,7 @@ func (s *Store[T]) Replace(objs []T, rv string) []Change[T] {
 // by Upsert or Delete while it is open (the informer's single writer
 // guarantees both). A session that is abandoned without Finish has no effect.
 func (s *Store[T]) BeginReplace() *ReplaceSession[T] {
-	return &ReplaceSession[T]{s: s, gen: s.gen.Add(1), pending: map[string]T{}}
+	return &ReplaceSession[T]{s: s, gen: s.gen.Add(1), pending: map[ObjectKey]T{}}
 }
 
 // ReplaceSession is an open streaming replace; see Store.BeginReplace. It is
@@ -279,7 +276,7 @@ func (s *Store[T]) BeginReplace() *ReplaceSession[T] {
 type ReplaceSession[T Object] struct {
 	s       *Store[T]
 	gen     uint64
-	pending map[string]T
+	pending map[ObjectKey]T
 	n       int
 }
 

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"strconv"
 	"testing"
 
@@ -29,7 +30,7 @@ func pod(ns, name, rv string, lbls ...string) *corev1.Pod {
 func keysOf[T cache.Object](objs []T) []string {
 	out := make([]string, 0, len(objs))
 	for _, o := range objs {
-		out = append(out, cache.KeyOf(o))
+		out = append(out, cache.KeyOf(o).String())
 	}
 	sort.Strings(out)
 	return out
@@ -38,7 +39,7 @@ func keysOf[T cache.Object](objs []T) []string {
 func changesString[T cache.Object](cs []cache.Change[T]) []string {
 	out := make([]string, 0, len(cs))
 	for _, c := range cs {
-		s := c.Type.String() + " " + c.Key
+		s := c.Type.String() + " " + c.Key.String()
 		if c.Type == cache.Updated {
 			s += " " + c.Old.GetResourceVersion() + "->" + c.New.GetResourceVersion()
 		}
@@ -57,10 +58,10 @@ func TestStoreGetListIndexes(t *testing.T) {
 	s.Upsert(pod("b", "p1", "3", "app", "web"))
 	s.Upsert(pod("b", "p3", "4"))
 
-	if p, ok := s.Get("a/p1"); !ok || p.ResourceVersion != "1" {
+	if p, ok := s.Get(key("a/p1")); !ok || p.ResourceVersion != "1" {
 		t.Fatalf("Get(a/p1) = %v, %v", p, ok)
 	}
-	if _, ok := s.Get("a/nope"); ok {
+	if _, ok := s.Get(key("a/nope")); ok {
 		t.Fatal("Get(a/nope) found something")
 	}
 	sel := func(s string) labels.Selector {
@@ -102,10 +103,10 @@ func TestStoreGetListIndexes(t *testing.T) {
 	if _, _, changed := s.Upsert(pod("a", "p1", "5")); changed {
 		t.Error("upsert with the same resourceVersion reported a change")
 	}
-	if p, _ := s.Get("a/p1"); p.Labels["app"] != "db" {
+	if p, _ := s.Get(key("a/p1")); p.Labels["app"] != "db" {
 		t.Error("upsert with the same resourceVersion replaced the object")
 	}
-	if _, ok := s.Delete("b/p1"); !ok {
+	if _, ok := s.Delete(key("b/p1")); !ok {
 		t.Fatal("Delete(b/p1) found nothing")
 	}
 	if got := s.IndexValues("app"); !slices.Equal(got, []string{"db"}) {
@@ -119,15 +120,15 @@ func TestStoreGetListIndexes(t *testing.T) {
 func TestStoreReplaceEmitsOnlyRealChanges(t *testing.T) {
 	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
 	got := changesString(s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "1"), pod("", "z", "1")}, "10"))
-	if want := []string{"added a/x", "added a/y", "added z"}; !slices.Equal(got, want) {
+	if want := []string{"added /z", "added a/x", "added a/y"}; !slices.Equal(got, want) {
 		t.Fatalf("first replace: %v, want %v", got, want)
 	}
-	kept, _ := s.Get("a/x")
+	kept, _ := s.Get(key("a/x"))
 	got = changesString(s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "2"), pod("a", "w", "3")}, "20"))
-	if want := []string{"added a/w", "deleted z", "updated a/y 1->2"}; !slices.Equal(got, want) {
+	if want := []string{"added a/w", "deleted /z", "updated a/y 1->2"}; !slices.Equal(got, want) {
 		t.Fatalf("second replace: %v, want %v", got, want)
 	}
-	if x, _ := s.Get("a/x"); x != kept {
+	if x, _ := s.Get(key("a/x")); x != kept {
 		t.Error("an unchanged object was swapped for the relisted copy")
 	}
 	if s.ResourceVersion() != "20" || s.Len() != 3 {
@@ -144,13 +145,13 @@ func TestReplaceSessionIsInvisibleUntilFinish(t *testing.T) {
 	r := s.BeginReplace()
 	r.Put(pod("a", "x", "2"))
 	r.Put(pod("a", "new", "2"))
-	if p, _ := s.Get("a/x"); p.ResourceVersion != "1" {
+	if p, _ := s.Get(key("a/x")); p.ResourceVersion != "1" {
 		t.Error("a reader saw a relisted object before Finish")
 	}
-	if _, ok := s.Get("a/new"); ok {
+	if _, ok := s.Get(key("a/new")); ok {
 		t.Error("a reader saw a new object before Finish")
 	}
-	if _, ok := s.Get("a/gone"); !ok {
+	if _, ok := s.Get(key("a/gone")); !ok {
 		t.Error("a vanished object disappeared before Finish")
 	}
 	r.Finish("2")
@@ -201,10 +202,10 @@ func TestReplaceMatchesModel(t *testing.T) {
 			case 0:
 				p := randPod()
 				s.Upsert(p)
-				model[cache.KeyOf(p)] = p
+				model[cache.KeyOf(p).String()] = p
 			case 1:
 				k := fmt.Sprintf("ns%d/p%d", rng.IntN(3), rng.IntN(12))
-				_, ok := s.Delete(k)
+				_, ok := s.Delete(key(k))
 				if _, inModel := model[k]; ok != inModel {
 					t.Fatalf("round %d: Delete(%s) = %v, model has it: %v", round, k, ok, inModel)
 				}
@@ -220,7 +221,7 @@ func TestReplaceMatchesModel(t *testing.T) {
 						p = randPod()
 					}
 					list = append(list, p)
-					next[cache.KeyOf(p)] = p
+					next[cache.KeyOf(p).String()] = p
 				}
 				var want []string
 				for k, old := range model {
@@ -271,7 +272,7 @@ func checkAgainstModel(t *testing.T, s *cache.Store[*corev1.Pod], model map[stri
 	byApp := map[string][]string{}
 	byNS := map[string][]string{}
 	for k, want := range model {
-		got, ok := s.Get(k)
+		got, ok := s.Get(key(k))
 		if !ok || got.ResourceVersion != want.ResourceVersion {
 			t.Fatalf("Get(%s) = %v, want rv %s", k, got, want.ResourceVersion)
 		}
@@ -289,4 +290,12 @@ func checkAgainstModel(t *testing.T, s *cache.Store[*corev1.Pod], model map[stri
 			t.Fatalf("namespace %s: %v, want %v", ns, got, byNS[ns])
 		}
 	}
+}
+
+// key parses "namespace/name" (or "name") for tests.
+func key(s string) cache.ObjectKey {
+	if ns, name, ok := strings.Cut(s, "/"); ok {
+		return cache.ObjectKey{Namespace: ns, Name: name}
+	}
+	return cache.ObjectKey{Name: s}
 }

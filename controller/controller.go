@@ -9,8 +9,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/skiffkit/skiff/queue"
 )
+
+// Request is the key of controllers built by the builder: the namespace
+// ("" for cluster-scoped objects) and name of the object to reconcile. It
+// prints as "namespace/name".
+type Request = types.NamespacedName
 
 // Reconciler brings the world in line with the desired state of one key.
 // Reconcile must be safe to call concurrently for different keys; the
@@ -59,6 +66,10 @@ type Options[K comparable] struct {
 	Clock queue.Clock
 	// Metrics, if non-nil, receives controller_runtime_* metrics.
 	Metrics *Metrics
+	// QueueMetrics, if non-nil, receives the default queue's workqueue_*
+	// metrics (client-go's names and labels, name=Name). Ignored when Queue
+	// is set (give that queue its own queue.Options.Metrics).
+	QueueMetrics *queue.Metrics
 	// Logger receives reconcile errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -138,7 +149,7 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 	}
 	c.log = c.log.With("controller", o.Name)
 	if c.q == nil {
-		c.q = queue.New(queue.Options[K]{Name: o.Name, Clock: c.clock, MaxFailures: o.MaxFailures})
+		c.q = queue.New(queue.Options[K]{Name: o.Name, Clock: c.clock, MaxFailures: o.MaxFailures, Metrics: o.QueueMetrics})
 		c.ownsQueue = true
 	}
 	qps, burst := o.RequeueQPS, o.RequeueBurst

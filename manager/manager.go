@@ -36,11 +36,14 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/queue"
 )
 
 // Cache is anything that fills a local cache from the API server, such as an
@@ -66,8 +69,13 @@ type Controller interface {
 
 // Options configure a Manager. Every field states its default.
 type Options struct {
-	// Config reaches the API server; required for leader election.
+	// Config reaches the API server. It is required for leader election
+	// and for the typed client and informers (Client, builder.For/Owns/
+	// Watches by Go type).
 	Config *rest.Config
+	// Scheme maps Go types to group/version/kind for the client and the
+	// builder: register CRD types here. Default: client-go's built-in types.
+	Scheme *runtime.Scheme
 	// Addr is where /metrics, /healthz, /readyz, /debug/pprof/ and
 	// /debug/skiff are served. Default ":8080". "-" serves nothing.
 	Addr string
@@ -76,8 +84,10 @@ type Options struct {
 	// LeaderElection, if non-nil, runs controllers only while this process
 	// holds the Lease. Default nil: no election.
 	LeaderElection *LeaderElection
-	// Registry receives the manager's, controllers' and queues' metrics.
-	// Default: a new registry with Go and process collectors.
+	// Registry receives every metric of the manager's parts: the
+	// controllers' controller_runtime_*, their queues' workqueue_*, and the
+	// informers' skiff_informer_* (registered by New). Default: a new
+	// registry with Go and process collectors.
 	Registry *prometheus.Registry
 	// Logger is the manager's logger. Default slog.Default().
 	Logger *slog.Logger
@@ -93,11 +103,14 @@ type Manager struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
+	client  *client.Client // nil without Config
+	factory *cache.Factory
+	metrics Metrics
+
 	mu          sync.Mutex
 	caches      []namedCache
 	controllers []Controller
 	started     bool
-	shared      map[string]any
 
 	ready    atomic.Bool
 	leading  atomic.Bool
@@ -135,26 +148,66 @@ func New(o Options) (*Manager, error) {
 		o.Registry = prometheus.NewRegistry()
 		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	m := &Manager{o: o, log: o.Logger, reg: o.Registry, factory: cache.NewFactory()}
+	var err error
+	if m.metrics.Controllers, err = controller.NewMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("manager: controller metrics: %w", err)
+	}
+	if m.metrics.Queues, err = queue.NewMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("manager: queue metrics: %w", err)
+	}
+	if m.metrics.Informers, err = cache.NewMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("manager: informer metrics: %w", err)
+	}
+	if o.Config != nil {
+		m.client, err = client.New(o.Config, client.Options{Scheme: o.Scheme, Factory: m.factory, InformerMetrics: m.metrics.Informers})
+		if err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+	}
 	if !o.KeepKlog {
 		klog.SetLogger(logr.FromSlogHandler(o.Logger.Handler()))
 	}
-	return &Manager{o: o, log: o.Logger, reg: o.Registry}, nil
+	return m, nil
 }
 
-// Factory is the manager's shared informer factory: controllers that ask it
-// for the same source share one informer and one watch. The manager runs an
-// informer once it is registered (builder.Build does that, or AddCache).
-func (m *Manager) Factory() *cache.Factory {
-	v, _ := m.Shared("cache.Factory", func() (any, error) { return cache.NewFactory(), nil })
-	return v.(*cache.Factory)
+// Metrics are the manager's shared metric sets, registered in its Registry
+// by New. Parts built by hand pass them in their options (the builder does
+// this itself).
+type Metrics struct {
+	Controllers *controller.Metrics // controller_runtime_*
+	Queues      *queue.Metrics      // workqueue_*
+	Informers   *cache.Metrics      // skiff_informer_*
 }
+
+// Metrics returns the manager's shared metric sets.
+func (m *Manager) Metrics() Metrics { return m.metrics }
+
+// Client is the manager's typed client (nil when Options.Config is nil).
+// Its informers live in Factory, which the manager runs: informers created
+// through it before Start are synced before controllers start; ones created
+// later (a Get of a type with no informer yet does not create one) start at
+// once, and reads wait for their sync.
+func (m *Manager) Client() *client.Client { return m.client }
+
+// Logger is the manager's logger.
+func (m *Manager) Logger() *slog.Logger { return m.log }
+
+// Factory is the manager's shared informer factory: controllers that ask it
+// for the same source share one informer and one watch. The manager runs
+// every informer in it, including those created after Start.
+func (m *Manager) Factory() *cache.Factory { return m.factory }
 
 // Registry is where parts register their metrics.
 func (m *Manager) Registry() *prometheus.Registry { return m.reg }
 
-// AddCache registers a cache; name appears in sync errors and logs. Adding
-// the same cache again (shared informers) is a no-op. It fails after Start.
+// AddCache registers a cache that is not in Factory (informers in Factory
+// run anyway); name appears in sync errors and logs. Adding the same cache
+// again, or one of Factory's, is a no-op. It fails after Start.
 func (m *Manager) AddCache(name string, c Cache) error {
+	if r, ok := c.(cache.Runner); ok && m.factory.Has(r) {
+		return nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.started {
@@ -169,27 +222,6 @@ func (m *Manager) AddCache(name string, c Cache) error {
 	}
 	m.caches = append(m.caches, namedCache{name, c})
 	return nil
-}
-
-// Shared returns the value stored under key, creating it with mk on first
-// use; parts that need one instance per manager (such as metrics that may be
-// registered only once) share it this way. An error from mk is returned and
-// nothing is stored.
-func (m *Manager) Shared(key string, mk func() (any, error)) (any, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if v, ok := m.shared[key]; ok {
-		return v, nil
-	}
-	v, err := mk()
-	if err != nil {
-		return nil, err
-	}
-	if m.shared == nil {
-		m.shared = map[string]any{}
-	}
-	m.shared[key] = v
-	return v, nil
 }
 
 // AddController registers a controller. Names must be unique. It fails
@@ -256,6 +288,7 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 	cacheCtx, stopCaches := context.WithCancel(context.WithoutCancel(ctx))
 	var cacheWG sync.WaitGroup
 	cacheErrs := make(chan error, len(caches))
+	cacheWG.Go(func() { m.factory.Run(cacheCtx) })
 	for _, c := range caches {
 		cacheWG.Go(func() {
 			if err := c.c.Run(cacheCtx); err != nil && cacheCtx.Err() == nil {
@@ -267,7 +300,11 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 		stopCaches()
 		cacheWG.Wait()
 	}()
-	if err := m.waitForSync(ctx, caches, cacheErrs); err != nil {
+	syncing := caches
+	for _, inf := range m.factory.Informers() {
+		syncing = append(syncing, namedCache{inf.Name(), inf})
+	}
+	if err := m.waitForSync(ctx, syncing, cacheErrs); err != nil {
 		return err
 	}
 	m.ready.Store(true)
@@ -283,6 +320,8 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 
 func (m *Manager) waitForSync(ctx context.Context, caches []namedCache, cacheErrs chan error) error {
 	syncCtx, cancel := context.WithTimeout(ctx, m.o.SyncTimeout)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (defers run last-in first-out)
 	defer cancel()
 	type result struct {
 		name string
@@ -290,7 +329,7 @@ func (m *Manager) waitForSync(ctx context.Context, caches []namedCache, cacheErr
 	}
 	results := make(chan result, len(caches))
 	for _, c := range caches {
-		go func() { results <- result{c.name, c.c.WaitForSync(syncCtx)} }()
+		wg.Go(func() { results <- result{c.name, c.c.WaitForSync(syncCtx)} })
 	}
 	var pending []string
 	for _, c := range caches {

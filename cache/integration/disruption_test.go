@@ -236,7 +236,7 @@ func TestGoneAfterCompactionRelists(t *testing.T) {
 	}
 	var want []string
 	for i := range l.Items {
-		want = append(want, cache.KeyOf(&l.Items[i])+"@"+l.Items[i].ResourceVersion)
+		want = append(want, cache.KeyOf(&l.Items[i]).String()+"@"+l.Items[i].ResourceVersion)
 	}
 	eventually(t, 30*time.Second, func() string { return sameAs(inf, want) })
 }

@@ -195,7 +195,7 @@ func TestCustomResourceAndMetadata(t *testing.T) {
 		}
 		var out []string
 		for _, o := range l.Items {
-			out = append(out, cache.KeyOf(&o)+"@"+o.GetResourceVersion())
+			out = append(out, cache.KeyOf(&o).String()+"@"+o.GetResourceVersion())
 		}
 		slices.Sort(out)
 		return out

@@ -70,7 +70,7 @@ func eventually(t *testing.T, d time.Duration, cond func() string) {
 func snapshot[T cache.Object](objs []T) []string {
 	out := make([]string, 0, len(objs))
 	for _, o := range objs {
-		out = append(out, cache.KeyOf(o)+"@"+o.GetResourceVersion())
+		out = append(out, cache.KeyOf(o).String()+"@"+o.GetResourceVersion())
 	}
 	slices.Sort(out)
 	return out

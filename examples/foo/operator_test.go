@@ -15,9 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/examples/foo"
 	"github.com/skiffkit/skiff/manager"
@@ -39,14 +42,21 @@ func TestMain(m *testing.M) {
 }
 
 // run starts a manager with the Foo operator until the test ends.
-func run(t *testing.T, opts controller.Options[string]) *foo.Operator {
+func run(t *testing.T, opts controller.Options[controller.Request]) (*controller.Controller[controller.Request], *manager.Manager) {
 	t.Helper()
-	mgr, err := manager.New(manager.Options{Addr: "-", Logger: quiet, KeepKlog: true, SyncTimeout: 30 * time.Second})
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := foo.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := manager.New(manager.Options{Config: env.Config(), Scheme: scheme, Addr: "-", Logger: quiet, KeepKlog: true, SyncTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.Logger = quiet
-	op, err := foo.Setup(mgr, nil, env.Config(), opts)
+	c, err := foo.Setup(mgr, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +69,17 @@ func run(t *testing.T, opts controller.Options[string]) *foo.Operator {
 			t.Errorf("manager: %v", err)
 		}
 	})
-	return op
+	return c, mgr
+}
+
+// converged reports whether the Foo u (as an API client reads it) is
+// reconciled at its generation.
+func converged(u *unstructured.Unstructured) bool {
+	var f foo.Foo
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &f); err != nil {
+		return false
+	}
+	return foo.Converged(&f)
 }
 
 func clients(t *testing.T) (kubernetes.Interface, dynamic.NamespaceableResourceInterface) {
@@ -71,7 +91,7 @@ func clients(t *testing.T) (kubernetes.Interface, dynamic.NamespaceableResourceI
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs, dc.Resource(foo.GVR)
+	return cs, dc.Resource(foo.GroupVersion.WithResource("foos"))
 }
 
 func newFoo(name, message string, fail bool) *unstructured.Unstructured {
@@ -101,7 +121,7 @@ func eventually(t *testing.T, what string, cond func() (bool, error)) {
 
 func TestFooLifecycle(t *testing.T) {
 	ctx := context.Background()
-	run(t, controller.Options[string]{})
+	run(t, controller.Options[controller.Request]{})
 	ns := testenv.Namespace(t, env.Config())
 	cs, foos := clients(t)
 
@@ -119,7 +139,7 @@ func TestFooLifecycle(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return cm.Data["message"] == "hello" && foo.Converged(f) && cm.OwnerReferences[0].UID == created.GetUID(), nil
+		return cm.Data["message"] == "hello" && converged(f) && cm.OwnerReferences[0].UID == created.GetUID(), nil
 	})
 
 	// Update: the spec change (new generation) is reconciled into the child.
@@ -141,7 +161,7 @@ func TestFooLifecycle(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return cm.Data["message"] == "bonjour" && f.GetGeneration() == 2 && foo.Converged(f), nil
+		return cm.Data["message"] == "bonjour" && f.GetGeneration() == 2 && converged(f), nil
 	})
 
 	// Owns: deleting the child wakes the owner, which recreates it.
@@ -181,7 +201,7 @@ func TestFooLifecycle(t *testing.T) {
 
 func TestRetryBudgetDeadLetterReplay(t *testing.T) {
 	ctx := context.Background()
-	op := run(t, controller.Options[string]{MaxFailures: 3})
+	c, mgr := run(t, controller.Options[controller.Request]{MaxFailures: 3})
 	ns := testenv.Namespace(t, env.Config())
 	_, foos := clients(t)
 	if _, err := foos.Namespace(ns).Create(ctx, newFoo("broken", "x", true), metav1.CreateOptions{}); err != nil {
@@ -189,7 +209,7 @@ func TestRetryBudgetDeadLetterReplay(t *testing.T) {
 	}
 	key := ns + "/broken"
 	eventually(t, "dead letter", func() (bool, error) {
-		for _, d := range op.Controller.DeadLetterInfos() {
+		for _, d := range c.DeadLetterInfos() {
 			if d.Key == key && d.Attempts == 3 && strings.Contains(d.LastError, "spec.fail") {
 				return true, nil
 			}
@@ -206,21 +226,20 @@ func TestRetryBudgetDeadLetterReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "fixed object in the cache", func() (bool, error) {
-		c, ok := op.Foos.Lister().Get(ns, "broken")
-		fail, _, _ := unstructured.NestedBool(c.Object, "spec", "fail")
-		return ok && !fail, nil
+		f, err := client.Get[*foo.Foo](ctx, mgr.Client(), client.ObjectKey{Namespace: ns, Name: "broken"})
+		return err == nil && !f.Spec.Fail, err
 	})
-	if got, _ := foos.Namespace(ns).Get(ctx, "broken", metav1.GetOptions{}); foo.Converged(got) {
+	if got, _ := foos.Namespace(ns).Get(ctx, "broken", metav1.GetOptions{}); converged(got) {
 		t.Fatal("a dead-lettered key was reconciled without a replay")
 	}
-	if !op.Controller.ReplayKey(key) {
+	if !c.ReplayKey(key) {
 		t.Fatalf("ReplayKey(%s) = false", key)
 	}
 	eventually(t, "replayed foo converged", func() (bool, error) {
 		got, err := foos.Namespace(ns).Get(ctx, "broken", metav1.GetOptions{})
-		return err == nil && foo.Converged(got), err
+		return err == nil && converged(got), err
 	})
-	if n := len(op.Controller.DeadLetterInfos()); n != 0 {
+	if n := len(c.DeadLetterInfos()); n != 0 {
 		t.Fatalf("%d dead letters after a successful replay", n)
 	}
 }

@@ -1,0 +1,245 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/skiffkit/skiff/cache"
+)
+
+// ObjectKey names an object: namespace ("" for cluster-scoped) and name.
+type ObjectKey = cache.ObjectKey
+
+// KeyOf returns obj's key.
+func KeyOf(obj Object) ObjectKey { return cache.KeyOf(obj) }
+
+// InformerFor returns the client's informer for T, creating it (in the
+// client's Factory, with the client's informer metrics) on first use; Get
+// and List of T are then served from it. There is one such informer per Go
+// type: asking again with the same scope returns it, with another scope is
+// an error. An informer created while the factory runs starts at once.
+func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], error) {
+	typ := reflect.TypeFor[T]()
+	c.mu.Lock()
+	have, ok := c.informers[typ]
+	c.mu.Unlock()
+	if ok {
+		if have.scope != scope {
+			return nil, fmt.Errorf("client: the informer for %v already watches %v; cannot also watch %v (one cache per type; build another with cache.InformerFor)", typ, have.scope, scope)
+		}
+		return have.inf.(*cache.Informer[T]), nil
+	}
+	m, err := c.mappingFor(newObject[T]())
+	if err != nil {
+		return nil, err
+	}
+	if !m.namespaced && scope.Namespace != "" {
+		return nil, fmt.Errorf("client: %v is cluster-scoped; its informer cannot be limited to namespace %q", m.gvk.Kind, scope.Namespace)
+	}
+	src := cache.RESTSource[T](m.rc, m.gvr, scope)
+	name := src.Resource
+	if scope != (cache.Scope{}) {
+		name += " " + scope.String()
+	}
+	inf := cache.InformerFor(c.factory, src, cache.Options[T]{Name: name, Metrics: c.imet})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if have, ok := c.informers[typ]; ok { // lost a race with another caller
+		return have.inf.(*cache.Informer[T]), nil
+	}
+	c.informers[typ] = typedInformer{inf: inf, scope: scope, m: m, rv: inf.Store().ResourceVersion}
+	return inf, nil
+}
+
+// cached returns the client's informer for T, nil if there is none.
+func cached[T Object](c *Client) (*cache.Informer[T], *mapping) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ti, ok := c.informers[reflect.TypeFor[T]()]
+	if !ok {
+		return nil, nil
+	}
+	return ti.inf.(*cache.Informer[T]), ti.m
+}
+
+// informerRV returns the latest applied resourceVersion of typ's informer.
+func (c *Client) informerRV(typ reflect.Type) string {
+	c.mu.Lock()
+	ti, ok := c.informers[typ]
+	c.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	return ti.rv()
+}
+
+// Get returns the object key of type T: from the client's informer for T
+// if there is one (waiting for its first sync; read-your-own-writes
+// applies), else from the API server. The object is the caller's own copy.
+// A missing object is an apierrors NotFound error.
+func Get[T Object](ctx context.Context, c *Client, key ObjectKey) (T, error) {
+	var zero T
+	inf, m := cached[T](c)
+	if inf == nil {
+		obj := newObject[T]()
+		m, err := c.mappingFor(obj)
+		if err != nil {
+			return zero, err
+		}
+		err = m.rc.Get().NamespaceIfScoped(key.Namespace, m.namespaced).Resource(m.gvr.Resource).Name(key.Name).Do(ctx).Into(obj)
+		if err != nil {
+			return zero, err
+		}
+		return obj, nil
+	}
+	if err := inf.WaitForSync(ctx); err != nil {
+		return zero, fmt.Errorf("client: get %s %s: %w", m.gvk.Kind, key, err)
+	}
+	typ := reflect.TypeFor[T]()
+	obj, ok := inf.Lister().Get(key.Namespace, key.Name)
+	cachedRV := ""
+	if ok {
+		cachedRV = obj.GetResourceVersion()
+	}
+	switch v, w := c.track.resolve(typ, key, cachedRV, inf.Store().ResourceVersion()); v {
+	case useWritten:
+		return w.DeepCopyObject().(T), nil
+	case useAbsent:
+		ok = false
+	}
+	if !ok {
+		return zero, apierrors.NewNotFound(m.groupResource(), key.Name)
+	}
+	return obj.DeepCopyObject().(T), nil
+}
+
+// ListOption narrows a List.
+type ListOption func(*listOptions)
+
+type listOptions struct {
+	namespace string
+	selector  labels.Selector
+}
+
+// InNamespace lists only namespace ns.
+func InNamespace(ns string) ListOption { return func(o *listOptions) { o.namespace = ns } }
+
+// MatchingLabels lists only objects with all these labels.
+func MatchingLabels(l map[string]string) ListOption {
+	return func(o *listOptions) { o.selector = labels.SelectorFromSet(l) }
+}
+
+// MatchingSelector lists only objects whose labels match sel.
+func MatchingSelector(sel labels.Selector) ListOption {
+	return func(o *listOptions) { o.selector = sel }
+}
+
+// List returns the objects of type T that match opts: from the client's
+// informer for T if there is one (read-your-own-writes applies: objects
+// this client created, changed or deleted are shown as written), else from
+// the API server (one unpaginated list). Objects are the caller's own
+// copies, in no particular order.
+func List[T Object](ctx context.Context, c *Client, opts ...ListOption) ([]T, error) {
+	var o listOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	inf, m := cached[T](c)
+	if inf == nil {
+		return listFromServer[T](ctx, c, o)
+	}
+	if err := inf.WaitForSync(ctx); err != nil {
+		return nil, fmt.Errorf("client: list %s: %w", m.gvk.Kind, err)
+	}
+	var objs []T
+	if o.namespace != "" {
+		objs = inf.Lister().ListInNamespace(o.namespace, o.selector)
+	} else {
+		objs = inf.Lister().List(o.selector)
+	}
+	typ := reflect.TypeFor[T]()
+	informerRV := inf.Store().ResourceVersion()
+	seen := make(map[ObjectKey]bool, len(objs))
+	out := make([]T, 0, len(objs))
+	for _, obj := range objs {
+		key := cache.KeyOf(obj)
+		seen[key] = true
+		switch v, w := c.track.resolve(typ, key, obj.GetResourceVersion(), informerRV); v {
+		case useWritten:
+			if t := w.(T); matches(t, o) {
+				out = append(out, t.DeepCopyObject().(T))
+			}
+		case useCache:
+			out = append(out, obj.DeepCopyObject().(T))
+		}
+	}
+	// Objects this client wrote that the listing above did not hold: not in
+	// the cache yet, or cached in a version that did not match.
+	for _, key := range c.track.ofType(typ) {
+		if seen[key] || (o.namespace != "" && key.Namespace != o.namespace) {
+			continue
+		}
+		cachedRV := ""
+		if obj, ok := inf.Lister().Get(key.Namespace, key.Name); ok {
+			cachedRV = obj.GetResourceVersion()
+		}
+		if v, w := c.track.resolve(typ, key, cachedRV, informerRV); v == useWritten {
+			if t := w.(T); matches(t, o) {
+				out = append(out, t.DeepCopyObject().(T))
+			}
+		}
+	}
+	return out, nil
+}
+
+func matches(obj Object, o listOptions) bool {
+	if o.namespace != "" && obj.GetNamespace() != o.namespace {
+		return false
+	}
+	return o.selector == nil || o.selector.Matches(labels.Set(obj.GetLabels()))
+}
+
+func listFromServer[T Object](ctx context.Context, c *Client, o listOptions) ([]T, error) {
+	m, err := c.mappingFor(newObject[T]())
+	if err != nil {
+		return nil, err
+	}
+	listGVK := m.gvk.GroupVersion().WithKind(m.gvk.Kind + "List")
+	list, err := c.scheme.New(listGVK)
+	if err != nil {
+		return nil, fmt.Errorf("client: list %s: the scheme has no %s: %w", m.gvk.Kind, listGVK.Kind, err)
+	}
+	lo := metav1.ListOptions{}
+	if o.selector != nil {
+		lo.LabelSelector = o.selector.String()
+	}
+	err = m.rc.Get().NamespaceIfScoped(o.namespace, m.namespaced && o.namespace != "").Resource(m.gvr.Resource).
+		VersionedParams(&lo, metav1.ParameterCodec).Do(ctx).Into(list)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	err = meta.EachListItem(list, func(obj runtime.Object) error {
+		t, ok := obj.(T)
+		if !ok {
+			return fmt.Errorf("client: list %s: item is %T, not %v", m.gvk.Kind, obj, reflect.TypeFor[T]())
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
+}
+
+// IsOwnWrite reports whether obj is exactly a version this client wrote
+// (among its last few thousand writes): an informer event carrying it was
+// caused by this process, and a controller may skip it.
+func (c *Client) IsOwnWrite(obj Object) bool {
+	return c.track.isOwn(reflect.TypeOf(obj), cache.KeyOf(obj), obj.GetResourceVersion())
+}

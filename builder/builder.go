@@ -160,7 +160,7 @@ func Scope[T client.Object](s cache.Scope) Option {
 func informer[T client.Object](b *build) (*cache.Informer[T], error) {
 	c := b.mgr.Client()
 	if c == nil {
-		return nil, fmt.Errorf("builder: informers by type need a manager with Options.Config")
+		return nil, fmt.Errorf("builder: informer of %v: the manager has no API server config: %w", reflect.TypeFor[T](), b.mgr.ConfigError())
 	}
 	return client.InformerFor[T](c, b.scopes[reflect.TypeFor[T]()])
 }

@@ -186,7 +186,9 @@ func (inf *Informer[T]) Lister() Lister[T] { return Lister[T]{inf.store} }
 func (inf *Informer[T]) Store() *Store[T] { return inf.store }
 
 // Get returns the object namespace/name (namespace "" for cluster-scoped).
-func (l Lister[T]) Get(namespace, name string) (T, bool) { return l.s.Get(ObjectKey{Namespace: namespace, Name: name}) }
+func (l Lister[T]) Get(namespace, name string) (T, bool) {
+	return l.s.Get(ObjectKey{Namespace: namespace, Name: name})
+}
 
 // List returns objects matching sel (nil: all).
 func (l Lister[T]) List(sel labels.Selector) []T { return l.s.List(sel) }

@@ -5,8 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"

@@ -120,26 +120,29 @@ func Get[T Object](ctx context.Context, c *Client, key ObjectKey) (T, error) {
 	return obj.DeepCopyObject().(T), nil
 }
 
-// ListOption narrows a List.
-type ListOption func(*listOptions)
+// ListOption narrows a List: InNamespace, MatchingLabels or
+// MatchingSelector.
+type ListOption interface{ applyList(*listOptions) }
 
 type listOptions struct {
 	namespace string
 	selector  labels.Selector
 }
 
-// InNamespace lists only namespace ns.
-func InNamespace(ns string) ListOption { return func(o *listOptions) { o.namespace = ns } }
+// InNamespace lists only one namespace.
+type InNamespace string
 
-// MatchingLabels lists only objects with all these labels.
-func MatchingLabels(l map[string]string) ListOption {
-	return func(o *listOptions) { o.selector = labels.SelectorFromSet(l) }
-}
+func (ns InNamespace) applyList(o *listOptions) { o.namespace = string(ns) }
 
-// MatchingSelector lists only objects whose labels match sel.
-func MatchingSelector(sel labels.Selector) ListOption {
-	return func(o *listOptions) { o.selector = sel }
-}
+// MatchingLabels lists only objects that have all these labels.
+type MatchingLabels map[string]string
+
+func (l MatchingLabels) applyList(o *listOptions) { o.selector = labels.SelectorFromSet(labels.Set(l)) }
+
+// MatchingSelector lists only objects whose labels match a selector.
+type MatchingSelector struct{ labels.Selector }
+
+func (s MatchingSelector) applyList(o *listOptions) { o.selector = s.Selector }
 
 // List returns the objects of type T that match opts: from the client's
 // informer for T if there is one (read-your-own-writes applies: objects
@@ -148,8 +151,8 @@ func MatchingSelector(sel labels.Selector) ListOption {
 // copies, in no particular order.
 func List[T Object](ctx context.Context, c *Client, opts ...ListOption) ([]T, error) {
 	var o listOptions
-	for _, f := range opts {
-		f(&o)
+	for _, opt := range opts {
+		opt.applyList(&o)
 	}
 	inf, m := cached[T](c)
 	if inf == nil {
@@ -242,4 +245,13 @@ func listFromServer[T Object](ctx context.Context, c *Client, o listOptions) ([]
 // caused by this process, and a controller may skip it.
 func (c *Client) IsOwnWrite(obj Object) bool {
 	return c.track.isOwn(reflect.TypeOf(obj), cache.KeyOf(obj), obj.GetResourceVersion())
+}
+
+// IgnoreNotFound returns nil for a NotFound error and err otherwise: a
+// reconcile of an object that is gone usually has nothing to do.
+func IgnoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }

@@ -69,9 +69,12 @@ type Controller interface {
 
 // Options configure a Manager. Every field states its default.
 type Options struct {
-	// Config reaches the API server. It is required for leader election
-	// and for the typed client and informers (Client, builder.For/Owns/
-	// Watches by Go type).
+	// Config reaches the API server; the typed client (Client), informers
+	// by Go type (builder.For, Owns, Watches) and leader election use it.
+	// Default: found as kubectl finds it (client.LoadConfig: $KUBECONFIG,
+	// in-cluster, ~/.kube/config); if none is found, New still succeeds
+	// but Client is nil and the builder's typed triggers fail with the
+	// reason.
 	Config *rest.Config
 	// Scheme maps Go types to group/version/kind for the client and the
 	// builder: register CRD types here. Default: client-go's built-in types.
@@ -103,9 +106,10 @@ type Manager struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
-	client  *client.Client // nil without Config
-	factory *cache.Factory
-	metrics Metrics
+	client    *client.Client // nil without Config
+	configErr error          // why there is no Config, if none was given or found
+	factory   *cache.Factory
+	metrics   Metrics
 
 	mu          sync.Mutex
 	caches      []namedCache
@@ -148,7 +152,11 @@ func New(o Options) (*Manager, error) {
 		o.Registry = prometheus.NewRegistry()
 		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	m := &Manager{o: o, log: o.Logger, reg: o.Registry, factory: cache.NewFactory()}
+	var configErr error
+	if o.Config == nil {
+		o.Config, configErr = client.LoadConfig("", "")
+	}
+	m := &Manager{o: o, log: o.Logger, reg: o.Registry, factory: cache.NewFactory(), configErr: configErr}
 	var err error
 	if m.metrics.Controllers, err = controller.NewMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("manager: controller metrics: %w", err)
@@ -183,12 +191,16 @@ type Metrics struct {
 // Metrics returns the manager's shared metric sets.
 func (m *Manager) Metrics() Metrics { return m.metrics }
 
-// Client is the manager's typed client (nil when Options.Config is nil).
-// Its informers live in Factory, which the manager runs: informers created
+// Client is the manager's typed client (nil when there is no Config; see
+// ConfigError). Its informers live in Factory, which the manager runs: informers created
 // through it before Start are synced before controllers start; ones created
 // later (a Get of a type with no informer yet does not create one) start at
 // once, and reads wait for their sync.
 func (m *Manager) Client() *client.Client { return m.client }
+
+// ConfigError says why the manager has no Config (none given, and none
+// found by client.LoadConfig); nil when it has one.
+func (m *Manager) ConfigError() error { return m.configErr }
 
 // Logger is the manager's logger.
 func (m *Manager) Logger() *slog.Logger { return m.log }

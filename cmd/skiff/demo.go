@@ -13,13 +13,17 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/examples/foo"
@@ -39,6 +43,15 @@ type demoConfig struct {
 }
 
 func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	d, err := parseDemo(args, stderr)
+	if err != nil {
+		return err
+	}
+	return runDemo(ctx, d, stdout, stderr)
+}
+
+// parseDemo parses and checks demo's flags.
+func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 	fs := flag.NewFlagSet("skiff demo", flag.ContinueOnError)
 	var d demoConfig
 	fs.StringVar(&d.kubeconfig, "kubeconfig", "", "run against this cluster (default: start a local control plane)")
@@ -50,19 +63,19 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&d.addr, "addr", "127.0.0.1:0", `metrics, health and /debug/skiff address ("-" for none)`)
 	fs.BoolVar(&d.keep, "keep", false, "keep the demo namespace (with --kubeconfig)")
 	if err := parse(fs, args, stderr); err != nil {
-		return err
+		return d, err
 	}
 	switch {
 	case d.objects < 1:
-		return usageError{fmt.Errorf("--objects must be at least 1, got %d", d.objects)}
+		return d, usageError{fmt.Errorf("--objects must be at least 1, got %d", d.objects)}
 	case d.churn < 0 || d.churn > 1 || d.deletes < 0 || d.deletes > 1:
-		return usageError{fmt.Errorf("--churn and --deletes are fractions in [0, 1], got %v and %v", d.churn, d.deletes)}
+		return d, usageError{fmt.Errorf("--churn and --deletes are fractions in [0, 1], got %v and %v", d.churn, d.deletes)}
 	case d.maxWorkers < 1:
-		return usageError{fmt.Errorf("--max-workers must be at least 1, got %d", d.maxWorkers)}
+		return d, usageError{fmt.Errorf("--max-workers must be at least 1, got %d", d.maxWorkers)}
 	case d.timeout <= 0:
-		return usageError{fmt.Errorf("--timeout must be positive, got %v", d.timeout)}
+		return d, usageError{fmt.Errorf("--timeout must be positive, got %v", d.timeout)}
 	}
-	return runDemo(ctx, d, stdout, stderr)
+	return d, nil
 }
 
 func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error {
@@ -115,15 +128,26 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	var counter client.RequestCounter
 	opCfg := counter.Install(rest.CopyConfig(cfg))
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	mgr, err := manager.New(manager.Options{Addr: d.addr, Logger: logger})
+	scheme := kruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("build the scheme: %w", err)
+	}
+	if err := foo.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("build the scheme: %w", err)
+	}
+	mgr, err := manager.New(manager.Options{Config: opCfg, Scheme: scheme, Addr: d.addr, Logger: logger})
 	if err != nil {
 		return err
 	}
-	op, err := foo.Setup(mgr, nil, opCfg, controller.Options[string]{
+	ctrl, err := foo.Setup(mgr, controller.Options[controller.Request]{
 		MaxWorkers: d.maxWorkers, MaxFailures: 10, Logger: logger,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("set up the Foo operator on %s: %w", where, err)
+	}
+	op, err := operatorView(mgr, ctrl)
+	if err != nil {
+		return fmt.Errorf("on %s: %w", where, err)
 	}
 	mgrCtx, stopMgr := context.WithCancel(ctx)
 	mgrDone := make(chan error, 1)
@@ -258,10 +282,32 @@ type demoResult struct {
 	p99         time.Duration
 }
 
+// operator is what the demo watches: the Foo controller and the manager's
+// informers it reads from (the same ones, not a second watch).
+type operator struct {
+	Controller *controller.Controller[controller.Request]
+	Foos       *cache.Informer[*foo.Foo]
+	ConfigMaps *cache.Informer[*corev1.ConfigMap]
+}
+
+// operatorView returns the manager's informers for Foos and for the
+// ConfigMaps foo.Setup watches (its scope: the managed-by label).
+func operatorView(mgr *manager.Manager, c *controller.Controller[controller.Request]) (*operator, error) {
+	foos, err := client.InformerFor[*foo.Foo](mgr.Client(), cache.Scope{})
+	if err != nil {
+		return nil, fmt.Errorf("the Foo informer: %w", err)
+	}
+	cms, err := client.InformerFor[*corev1.ConfigMap](mgr.Client(), cache.Scope{LabelSelector: foo.ManagedByLabel})
+	if err != nil {
+		return nil, fmt.Errorf("the ConfigMap informer: %w", err)
+	}
+	return &operator{Controller: c, Foos: foos, ConfigMaps: cms}, nil
+}
+
 // watchConvergence prints a progress line until every expected Foo is
 // converged in the operator's caches: status at its generation, the child
 // ConfigMap holding the expected message, deleted Foos gone.
-func watchConvergence(ctx context.Context, mgr *manager.Manager, op *foo.Operator, want *expected, timeout time.Duration, stdout io.Writer) (demoResult, error) {
+func watchConvergence(ctx context.Context, mgr *manager.Manager, op *operator, want *expected, timeout time.Duration, stdout io.Writer) (demoResult, error) {
 	var res demoResult
 	tty := isTerminal(stdout)
 	begin := time.Now()
@@ -318,14 +364,14 @@ func watchConvergence(ctx context.Context, mgr *manager.Manager, op *foo.Operato
 	}
 }
 
-func convergedCount(op *foo.Operator, want *expected) int {
+func convergedCount(op *operator, want *expected) int {
 	n := 0
 	for name, msg := range want.messages {
 		f, ok := op.Foos.Lister().Get(want.ns, name)
 		if !ok || !foo.Converged(f) {
 			continue
 		}
-		if m, _, _ := unstructured.NestedString(f.Object, "spec", "message"); m != msg {
+		if f.Spec.Message != msg {
 			continue
 		}
 		cm, ok := op.ConfigMaps.Lister().Get(want.ns, foo.ConfigMapName(name))

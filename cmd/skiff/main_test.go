@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,14 +89,34 @@ func TestDemoConvergesAndExitsZero(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	code := run(ctx, []string{"demo", "--objects=60", "--addr=-"}, &out, io.Discard)
+	code := run(ctx, []string{"demo", "--objects=60"}, &out, io.Discard)
 	if code != 0 {
 		t.Fatalf("skiff demo exited %d; output:\n%s", code, out.String())
 	}
-	for _, want := range []string{"converged 57/57", "skiff demo: converged in", "60 created, 12 changed, 3 deleted", "create   configmaps", "dead letters 0"} {
+	for _, want := range []string{
+		"live state at http://127.0.0.1:", // the default --addr binds loopback only
+		"converged 57/57", "skiff demo: converged in", "60 created, 12 changed, 3 deleted", "create   configmaps", "dead letters 0",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestDemoDefaultAddrIsLoopback(t *testing.T) {
+	d, err := parseDemo(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(d.addr)
+	if err != nil {
+		t.Fatalf("default --addr %q: %v", d.addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		t.Errorf("default --addr %q does not bind a loopback IP (a bare host or \"\" listens on every interface)", d.addr)
+	}
+	if port != "0" {
+		t.Errorf("default --addr %q: port %s, want 0 (a free port)", d.addr, port)
 	}
 }
 

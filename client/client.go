@@ -86,6 +86,9 @@ type Options struct {
 	// InformerMetrics, if non-nil, receives the metrics of informers the
 	// client creates. Default nil.
 	InformerMetrics *cache.Metrics
+	// Metrics, if non-nil, measures every request (see RequestMetrics).
+	// Default nil.
+	Metrics *RequestMetrics
 	// UncomparableWindow bounds how long a written object is served over an
 	// older cached one when the server's resourceVersions cannot be
 	// compared. Default 10s.
@@ -147,6 +150,9 @@ func New(cfg *rest.Config, o Options) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
 	if cfg.RateLimiter == nil && cfg.QPS == 0 {
 		cfg.QPS = -1 // client-go's 5 QPS default throttles every controller; the server's priority and fairness limits instead
+	}
+	if o.Metrics != nil {
+		o.Metrics.install(cfg)
 	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {

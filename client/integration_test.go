@@ -85,7 +85,9 @@ func TestCRUDBuiltInAndCustom(t *testing.T) {
 	if cm.ResourceVersion == "" || cm.UID == "" {
 		t.Fatalf("Create did not update the object from the server's answer: %+v", cm.ObjectMeta)
 	}
-	if err := c.Create(ctx, cm.DeepCopy()); !apierrors.IsAlreadyExists(err) {
+	dup := cm.DeepCopy()
+	dup.ResourceVersion = ""
+	if err := c.Create(ctx, dup); !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("second Create = %v, want AlreadyExists", err)
 	}
 	got, err := client.Get[*corev1.ConfigMap](ctx, c, client.KeyOf(cm))

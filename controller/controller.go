@@ -138,6 +138,9 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 	if c.clock == nil {
 		c.clock = queue.RealClock{}
 	}
+	if c.m != nil {
+		c.m.init(o.Name)
+	}
 	if c.interval == 0 {
 		c.interval = 250 * time.Millisecond
 	}

@@ -57,3 +57,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	return m, nil
 }
+
+// init creates every series of controller name at zero, so dashboards and
+// rate() see them before the first reconcile, error or panic.
+func (m *Metrics) init(name string) {
+	for _, result := range []string{"success", "error", "requeue", "requeue_after"} {
+		m.total.WithLabelValues(name, result)
+	}
+	m.errors.WithLabelValues(name)
+	m.terminal.WithLabelValues(name)
+	m.panics.WithLabelValues(name)
+	m.maxActive.WithLabelValues(name)
+	m.active.WithLabelValues(name)
+}

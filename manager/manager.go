@@ -88,8 +88,9 @@ type Options struct {
 	// holds the Lease. Default nil: no election.
 	LeaderElection *LeaderElection
 	// Registry receives every metric of the manager's parts: the
-	// controllers' controller_runtime_*, their queues' workqueue_*, and the
-	// informers' skiff_informer_* (registered by New). Default: a new
+	// controllers' controller_runtime_*, their queues' workqueue_*, the
+	// informers' skiff_informer_* and the client's rest_client_*
+	// (registered by New). Default: a new
 	// registry with Go and process collectors.
 	Registry *prometheus.Registry
 	// Logger is the manager's logger. Default slog.Default().
@@ -167,8 +168,11 @@ func New(o Options) (*Manager, error) {
 	if m.metrics.Informers, err = cache.NewMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("manager: informer metrics: %w", err)
 	}
+	if m.metrics.Requests, err = client.NewRequestMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("manager: client request metrics: %w", err)
+	}
 	if o.Config != nil {
-		m.client, err = client.New(o.Config, client.Options{Scheme: o.Scheme, Factory: m.factory, InformerMetrics: m.metrics.Informers})
+		m.client, err = client.New(o.Config, client.Options{Scheme: o.Scheme, Factory: m.factory, InformerMetrics: m.metrics.Informers, Metrics: m.metrics.Requests})
 		if err != nil {
 			return nil, fmt.Errorf("manager: %w", err)
 		}
@@ -183,9 +187,10 @@ func New(o Options) (*Manager, error) {
 // by New. Parts built by hand pass them in their options (the builder does
 // this itself).
 type Metrics struct {
-	Controllers *controller.Metrics // controller_runtime_*
-	Queues      *queue.Metrics      // workqueue_*
-	Informers   *cache.Metrics      // skiff_informer_*
+	Controllers *controller.Metrics    // controller_runtime_*
+	Queues      *queue.Metrics         // workqueue_*
+	Informers   *cache.Metrics         // skiff_informer_*
+	Requests    *client.RequestMetrics // rest_client_* of the manager's client
 }
 
 // Metrics returns the manager's shared metric sets.

@@ -11,10 +11,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	"github.com/skiffkit/skiff/cache"
@@ -277,12 +280,18 @@ func observeFoos(ctx context.Context, cfg *rest.Config, ns string, n int) (*conv
 	inf := cache.New(src, cache.Options[*unstructured.Unstructured]{Name: "c1-observer", Logger: convergeLogger})
 	o := &convergeObserver{done: make(chan struct{})}
 	seen := make(map[string]bool, n) // touched only by the handler's goroutine
-	check := func(f *unstructured.Unstructured) {
-		cm, _, _ := unstructured.NestedString(f.Object, "status", "configMap")
-		if seen[f.GetName()] || !foo.Converged(f) || cm != foo.ConfigMapName(f.GetName()) {
+	check := func(u *unstructured.Unstructured) {
+		if seen[u.GetName()] {
 			return
 		}
-		seen[f.GetName()] = true
+		var f foo.Foo
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &f); err != nil {
+			return // not a Foo the operator could have converged either
+		}
+		if !foo.Converged(&f) || f.Status.ConfigMap != foo.ConfigMapName(f.Name) {
+			return
+		}
+		seen[f.Name] = true
 		if o.converged.Add(1) == int64(n) {
 			close(o.done)
 		}
@@ -326,23 +335,40 @@ func verifyChildren(ctx context.Context, kube kubernetes.Interface, ns string, n
 // convergeLogger drops everything below error level, for every contender.
 var convergeLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
+// skiffFooScheme is client-go's built-in types plus Foo, as a Skiff user
+// registers them.
+func skiffFooScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := foo.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // startSkiffFoo runs examples/foo as `skiff demo` does, with Skiff's defaults
 // (adaptive pool of 1–32 workers, watch-list informers, protobuf for
 // ConfigMaps), no HTTP server, and returns once its caches have synced.
 // fixedWorkers > 0 pins the pool to that size (MinWorkers = MaxWorkers).
 func startSkiffFoo(ctx context.Context, cfg *rest.Config, fixedWorkers int) (fooOperator, error) {
-	mgr, err := manager.New(manager.Options{Addr: "-", Logger: convergeLogger})
+	scheme, err := skiffFooScheme()
 	if err != nil {
 		return nil, err
 	}
-	op, err := foo.Setup(mgr, cache.NewFactory(), cfg, controller.Options[string]{
+	mgr, err := manager.New(manager.Options{Config: cfg, Scheme: scheme, Addr: "-", Logger: convergeLogger})
+	if err != nil {
+		return nil, err
+	}
+	ctrl, err := foo.Setup(mgr, controller.Options[controller.Request]{
 		Logger: convergeLogger, MinWorkers: fixedWorkers, MaxWorkers: fixedWorkers,
 	})
 	if err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	s := &skiffFooOperator{op: op, cancel: cancel, done: make(chan error, 1), quit: make(chan struct{})}
+	s := &skiffFooOperator{ctrl: ctrl, cancel: cancel, done: make(chan error, 1), quit: make(chan struct{})}
 	go func() { s.done <- mgr.Start(runCtx) }()
 	for !mgr.IsLeader() { // true once caches synced (no leader election)
 		select {
@@ -357,7 +383,7 @@ func startSkiffFoo(ctx context.Context, cfg *rest.Config, fixedWorkers int) (foo
 }
 
 type skiffFooOperator struct {
-	op     *foo.Operator
+	ctrl   *controller.Controller[controller.Request]
 	cancel context.CancelFunc
 	done   chan error    // mgr.Start's result
 	quit   chan struct{} // stops samplePool
@@ -365,13 +391,13 @@ type skiffFooOperator struct {
 	peak   atomic.Int64
 }
 
-// samplePool records the pool's peak size (it is resized at most once per
-// second).
+// samplePool records the pool's peak size, sampled every 50 ms (the Sizer
+// resizes it every 250 ms by default).
 func (s *skiffFooOperator) samplePool() {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		size, _ := s.op.Controller.Workers()
+		size, _ := s.ctrl.Workers()
 		if int64(size) > s.peak.Load() {
 			s.peak.Store(int64(size))
 		}
@@ -383,7 +409,7 @@ func (s *skiffFooOperator) samplePool() {
 	}
 }
 
-func (s *skiffFooOperator) Reconciles() int64 { return s.op.Controller.Stats().Reconciles }
+func (s *skiffFooOperator) Reconciles() int64 { return s.ctrl.Stats().Reconciles }
 func (s *skiffFooOperator) PeakWorkers() int  { return int(s.peak.Load()) }
 
 func (s *skiffFooOperator) Stop() error {
@@ -394,44 +420,42 @@ func (s *skiffFooOperator) Stop() error {
 }
 
 // rawFooWriter is the physical bound: for each create response it does the
-// writes the operator does (the ConfigMap create and the status update,
-// through foo.Reconciler with the Foo from the response and no ConfigMap),
-// equalWorkers at a time, with no informer, queue or watch latency.
+// writes foo.Reconciler does for a new Foo — the ConfigMap create (labelled,
+// with a controller owner reference) and the status update — through
+// Skiff's typed client, as the operator does, equalWorkers at a time, with no
+// informer, queue or watch latency.
+//
+// It does not run foo.Reconciler itself: the Reconciler reads the Foo and
+// its ConfigMap with client.Get, which without informers is two GETs per
+// Foo, and the bound is the writes alone.
 type rawFooWriter struct {
-	foos       sync.Map // "ns/name" → *unstructured.Unstructured
-	work       chan string
+	c          *client.Client
+	work       chan *unstructured.Unstructured
 	wg         sync.WaitGroup
 	reconciles atomic.Int64
 	errs       chan error
 }
 
 func startRawFooWriter(ctx context.Context, cfg *rest.Config) (fooOperator, error) {
-	kube, err := kubernetes.NewForConfig(cfg)
+	scheme, err := skiffFooScheme()
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	// Both resources are known: no discovery, as no informer, so nothing but
+	// the writes goes through the counted config.
+	mapper := meta.NewDefaultRESTMapper(nil)
+	mapper.Add(foo.GroupVersion.WithKind("Foo"), meta.RESTScopeNamespace)
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), meta.RESTScopeNamespace)
+	c, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mapper})
 	if err != nil {
 		return nil, err
 	}
-	w := &rawFooWriter{work: make(chan string, 1<<16), errs: make(chan error, 1)}
-	r := &foo.Reconciler{
-		GetFoo: func(ns, name string) (*unstructured.Unstructured, bool) {
-			f, ok := w.foos.Load(cache.Key(ns, name))
-			if !ok {
-				return nil, false
-			}
-			return f.(*unstructured.Unstructured), true
-		},
-		GetConfigMap: func(string, string) (*corev1.ConfigMap, bool) { return nil, false },
-		Kube:         kube,
-		Dynamic:      dyn,
-	}
+	w := &rawFooWriter{c: c, work: make(chan *unstructured.Unstructured, 1<<16), errs: make(chan error, 1)}
 	for range equalWorkers {
 		w.wg.Go(func() {
-			for key := range w.work {
+			for u := range w.work {
 				w.reconciles.Add(1)
-				if _, err := r.Reconcile(ctx, key); err != nil {
+				if err := w.write(ctx, u); err != nil {
 					select {
 					case w.errs <- err:
 					default:
@@ -443,11 +467,31 @@ func startRawFooWriter(ctx context.Context, cfg *rest.Config) (fooOperator, erro
 	return w, nil
 }
 
-func (w *rawFooWriter) Created(f *unstructured.Unstructured) {
-	key := cache.Key(f.GetNamespace(), f.GetName())
-	w.foos.Store(key, f)
-	w.work <- key
+// write does foo.Reconciler's two writes for the new Foo u.
+func (w *rawFooWriter) write(ctx context.Context, u *unstructured.Unstructured) error {
+	var f foo.Foo
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &f); err != nil {
+		return fmt.Errorf("foo %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	cmName := foo.ConfigMapName(f.Name)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: cmName, Namespace: f.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": foo.ManagedBy}},
+		Data:       map[string]string{"message": f.Spec.Message},
+	}
+	if err := w.c.SetControllerReference(&f, cm); err != nil {
+		return err
+	}
+	if err := w.c.Create(ctx, cm); err != nil {
+		return fmt.Errorf("create configmap %s/%s: %w", f.Namespace, cmName, err)
+	}
+	f.Status = foo.FooStatus{ObservedGeneration: f.Generation, Phase: "Ready", ConfigMap: cmName}
+	if err := w.c.UpdateStatus(ctx, &f); err != nil {
+		return fmt.Errorf("update status of foo %s/%s: %w", f.Namespace, f.Name, err)
+	}
+	return nil
 }
+
+func (w *rawFooWriter) Created(f *unstructured.Unstructured) { w.work <- f }
 
 func (w *rawFooWriter) Reconciles() int64 { return w.reconciles.Load() }
 func (w *rawFooWriter) PeakWorkers() int  { return 0 }

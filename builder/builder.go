@@ -39,7 +39,21 @@ import (
 
 // Option is a trigger (For, Owns, Watches, ...) or a setting (Named,
 // WithOptions, Scope) of Build.
-type Option interface {
+type Option interface{ isOption() }
+
+// trigger connects one informer to the controller's queue. Build checks
+// every trigger (check: no side effects beyond discovery) before it creates
+// anything, so a failed Build leaves no informer or controller behind.
+type trigger interface {
+	Option
+	check(b *build) error
+	attach(b *build, q *queue.Queue[controller.Request]) error
+}
+
+type forTrigger interface{ isFor() }
+
+type setting interface {
+	Option
 	apply(b *build) error
 }
 
@@ -47,45 +61,43 @@ type build struct {
 	mgr    *manager.Manager
 	opts   controller.Options[controller.Request]
 	scopes map[reflect.Type]cache.Scope
-	// forGVK is the For type's group/version/kind (empty for ForInformer).
-	forGVK  schema.GroupVersionKind
-	fors    int
-	attachs []func(q *queue.Queue[controller.Request]) error
+	// forGVK is the For type's group/version/kind (empty for ForInformer);
+	// forNamespaced says whether it is a namespaced resource.
+	forGVK        schema.GroupVersionKind
+	forNamespaced bool
 }
 
 // Build creates a controller for r from opts — exactly one For or
 // ForInformer, any number of Owns and Watches, and settings — registers it
-// with mgr and returns it. mgr runs it after its caches sync.
+// with mgr and returns it. mgr runs it after its caches sync. Everything is
+// checked before anything is created: on error, mgr is unchanged.
 func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], opts ...Option) (*controller.Controller[controller.Request], error) {
 	if mgr == nil {
 		return nil, errors.New("builder: nil manager")
 	}
 	b := &build{mgr: mgr, scopes: map[reflect.Type]cache.Scope{}}
-	// Settings first, so triggers see scopes and names whatever the order.
+	var fors, others []trigger
 	for _, o := range opts {
-		if _, ok := o.(trigger); !ok {
+		switch o := o.(type) {
+		case setting:
 			if err := o.apply(b); err != nil {
 				return nil, err
 			}
-		}
-	}
-	for _, o := range opts {
-		if _, ok := o.(forTrigger); ok {
-			if err := o.apply(b); err != nil {
-				return nil, err
+		case trigger:
+			if _, ok := o.(forTrigger); ok {
+				fors = append(fors, o)
+			} else {
+				others = append(others, o)
 			}
 		}
 	}
-	if b.fors != 1 {
-		return nil, fmt.Errorf("builder: controller %q needs exactly one For trigger, got %d", b.opts.Name, b.fors)
+	if len(fors) != 1 {
+		return nil, fmt.Errorf("builder: controller %q needs exactly one For trigger, got %d %v", b.opts.Name, len(fors), fors)
 	}
-	for _, o := range opts {
-		if _, ok := o.(trigger); ok {
-			if _, isFor := o.(forTrigger); !isFor {
-				if err := o.apply(b); err != nil {
-					return nil, err
-				}
-			}
+	triggers := append(fors, others...) // For first: Owns needs its kind
+	for _, t := range triggers {
+		if err := t.check(b); err != nil {
+			return nil, err
 		}
 	}
 	m := mgr.Metrics()
@@ -102,23 +114,21 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 	if err != nil {
 		return nil, err
 	}
-	for _, attach := range b.attachs {
-		if err := attach(c.Queue()); err != nil {
-			return nil, err
-		}
-	}
 	if err := mgr.AddController(c); err != nil {
 		return nil, err
+	}
+	for _, t := range triggers {
+		if err := t.attach(b, c.Queue()); err != nil {
+			return nil, fmt.Errorf("builder: controller %s registered, but a trigger failed after its checks passed: %w", c.Name(), err)
+		}
 	}
 	return c, nil
 }
 
-type trigger interface{ isTrigger() }
-type forTrigger interface{ isFor() }
-
 type settingFunc func(b *build) error
 
 func (f settingFunc) apply(b *build) error { return f(b) }
+func (settingFunc) isOption()              {}
 
 // Named names the controller (metrics label "controller", logs, queue
 // name). Default: the For type's kind in lower case.
@@ -156,36 +166,51 @@ func Scope[T client.Object](s cache.Scope) Option {
 	})
 }
 
-// informer returns the manager's informer of T with the build's scope.
-func informer[T client.Object](b *build) (*cache.Informer[T], error) {
+// checkInformer checks that the manager can have an informer of T with
+// the build's scope.
+func checkInformer[T client.Object](b *build) error {
 	c := b.mgr.Client()
 	if c == nil {
-		return nil, fmt.Errorf("builder: informer of %v: the manager has no API server config: %w", reflect.TypeFor[T](), b.mgr.ConfigError())
+		return fmt.Errorf("builder: informer of %v: the manager has no API server config: %w", reflect.TypeFor[T](), b.mgr.ConfigError())
 	}
-	return client.InformerFor[T](c, b.scopes[reflect.TypeFor[T]()])
+	return client.CheckInformer[T](c, b.scopes[reflect.TypeFor[T]()])
+}
+
+// informer returns the manager's informer of T with the build's scope.
+func informer[T client.Object](b *build) (*cache.Informer[T], error) {
+	return client.InformerFor[T](b.mgr.Client(), b.scopes[reflect.TypeFor[T]()])
 }
 
 type forT[T client.Object] struct{ preds []Predicate[T] }
 
-func (forT[T]) isTrigger() {}
-func (forT[T]) isFor()     {}
+func (forT[T]) isOption()      {}
+func (forT[T]) isFor()         {}
+func (forT[T]) String() string { return fmt.Sprintf("For[%v]", reflect.TypeFor[T]()) }
 
-func (f forT[T]) apply(b *build) error {
-	b.fors++
-	inf, err := informer[T](b)
-	if err != nil {
+func (f forT[T]) check(b *build) error {
+	if err := checkInformer[T](b); err != nil {
 		return err
 	}
-	if b.forGVK, err = b.mgr.Client().GVKFor(newObject[T]()); err != nil {
+	c := b.mgr.Client()
+	var err error
+	if b.forGVK, err = c.GVKFor(newObject[T]()); err != nil {
+		return err
+	}
+	if b.forNamespaced, err = c.IsNamespaced(newObject[T]()); err != nil {
 		return err
 	}
 	if b.opts.Name == "" {
 		b.opts.Name = strings.ToLower(b.forGVK.Kind)
 	}
-	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
-		attachFor(inf, f.preds, q)
-		return nil
-	})
+	return nil
+}
+
+func (f forT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
+	inf, err := informer[T](b)
+	if err != nil {
+		return err
+	}
+	attachFor(inf, f.preds, q)
 	return nil
 }
 
@@ -231,21 +256,25 @@ type forInformer[T cache.Object] struct {
 	preds []Predicate[T]
 }
 
-func (forInformer[T]) isTrigger() {}
-func (forInformer[T]) isFor()     {}
+func (forInformer[T]) isOption()      {}
+func (forInformer[T]) isFor()         {}
+func (forInformer[T]) String() string { return fmt.Sprintf("ForInformer[%v]", reflect.TypeFor[T]()) }
 
-func (f forInformer[T]) apply(b *build) error {
-	b.fors++
+func (f forInformer[T]) check(b *build) error {
+	if f.inf == nil {
+		return errors.New("builder: ForInformer(nil)")
+	}
 	if b.opts.Name == "" {
 		return errors.New("builder: ForInformer needs Named or WithOptions with a Name")
 	}
+	return nil
+}
+
+func (f forInformer[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	if err := b.mgr.AddCache(f.inf.Name(), f.inf); err != nil {
 		return err
 	}
-	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
-		attachFor(f.inf, f.preds, q)
-		return nil
-	})
+	attachFor(f.inf, f.preds, q)
 	return nil
 }
 
@@ -258,21 +287,25 @@ func ForInformer[T cache.Object](inf *cache.Informer[T], preds ...Predicate[T]) 
 
 type ownsT[T client.Object] struct{}
 
-func (ownsT[T]) isTrigger() {}
+func (ownsT[T]) isOption() {}
 
-func (ownsT[T]) apply(b *build) error {
+func (ownsT[T]) check(b *build) error {
 	if b.forGVK.Empty() {
 		return fmt.Errorf("builder: Owns[%v] needs a typed For (the owner's kind comes from it)", reflect.TypeFor[T]())
 	}
+	return checkInformer[T](b)
+}
+
+func (ownsT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	inf, err := informer[T](b)
 	if err != nil {
 		return err
 	}
 	keys := OwnerKeys[T](b.forGVK)
-	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
-		attachMap(inf, keys, q, "owns")
-		return nil
-	})
+	if !b.forNamespaced {
+		keys = ClusterOwnerKeys[T](b.forGVK)
+	}
+	attachMap(inf, keys, q, "owns")
 	return nil
 }
 
@@ -281,10 +314,20 @@ func (ownsT[T]) apply(b *build) error {
 func Owns[T client.Object]() Option { return ownsT[T]{} }
 
 // OwnerKeys returns a mapping from an object to the key of its controller
-// owner of kind gvk (group and kind must match; any version), for
-// WatchesInformer over hand-built informers. Owners are looked up in the
+// owner of kind gvk (group and kind must match; any version), a namespaced
+// kind, for WatchesInformer over hand-built informers. Owners are in the
 // object's namespace, as Kubernetes requires for namespaced owners.
 func OwnerKeys[T cache.Object](gvk schema.GroupVersionKind) func(T) []controller.Request {
+	return ownerKeys[T](gvk, true)
+}
+
+// ClusterOwnerKeys is OwnerKeys for a cluster-scoped owner kind: the keys
+// have no namespace.
+func ClusterOwnerKeys[T cache.Object](gvk schema.GroupVersionKind) func(T) []controller.Request {
+	return ownerKeys[T](gvk, false)
+}
+
+func ownerKeys[T cache.Object](gvk schema.GroupVersionKind, namespaced bool) func(T) []controller.Request {
 	return func(obj T) []controller.Request {
 		o, ok := any(obj).(interface {
 			GetOwnerReferences() []metav1.OwnerReference
@@ -298,6 +341,9 @@ func OwnerKeys[T cache.Object](gvk schema.GroupVersionKind) func(T) []controller
 			}
 			if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != gvk.Group {
 				continue
+			}
+			if !namespaced {
+				return []controller.Request{{Name: ref.Name}}
 			}
 			return []controller.Request{{Namespace: obj.GetNamespace(), Name: ref.Name}}
 		}
@@ -322,20 +368,21 @@ type watchesT[T client.Object] struct {
 	fn func(T) []controller.Request
 }
 
-func (watchesT[T]) isTrigger() {}
+func (watchesT[T]) isOption() {}
 
-func (w watchesT[T]) apply(b *build) error {
+func (w watchesT[T]) check(b *build) error {
 	if w.fn == nil {
 		return fmt.Errorf("builder: Watches[%v] needs a mapping func", reflect.TypeFor[T]())
 	}
+	return checkInformer[T](b)
+}
+
+func (w watchesT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	inf, err := informer[T](b)
 	if err != nil {
 		return err
 	}
-	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
-		attachMap(inf, w.fn, q, "watches")
-		return nil
-	})
+	attachMap(inf, w.fn, q, "watches")
 	return nil
 }
 
@@ -349,19 +396,20 @@ type watchesInformer[T cache.Object] struct {
 	fn  func(T) []controller.Request
 }
 
-func (watchesInformer[T]) isTrigger() {}
+func (watchesInformer[T]) isOption() {}
 
-func (w watchesInformer[T]) apply(b *build) error {
-	if w.fn == nil {
-		return errors.New("builder: WatchesInformer needs a mapping func")
+func (w watchesInformer[T]) check(*build) error {
+	if w.fn == nil || w.inf == nil {
+		return errors.New("builder: WatchesInformer needs an informer and a mapping func")
 	}
+	return nil
+}
+
+func (w watchesInformer[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	if err := b.mgr.AddCache(w.inf.Name(), w.inf); err != nil {
 		return err
 	}
-	b.attachs = append(b.attachs, func(q *queue.Queue[controller.Request]) error {
-		attachMap(w.inf, w.fn, q, "watches")
-		return nil
-	})
+	attachMap(w.inf, w.fn, q, "watches")
 	return nil
 }
 

@@ -56,7 +56,7 @@ func TestBuildErrorsAreClear(t *testing.T) {
 		want []string
 	}{
 		{"no For", nil, []builder.Option{builder.Named("x")}, []string{`controller "x"`, "exactly one For", "got 0"}},
-		{"two Fors", nil, []builder.Option{builder.For[*corev1.ConfigMap](), builder.For[*corev1.Secret]()}, []string{`"configmap"`, "exactly one For", "got 2"}},
+		{"two Fors", nil, []builder.Option{builder.For[*corev1.ConfigMap](), builder.For[*corev1.Secret]()}, []string{"exactly one For", "got 2", "For[*v1.ConfigMap]", "For[*v1.Secret]"}},
 		{"Owns without a typed For", nil, []builder.Option{builder.Named("x"), builder.ForInformer(handBuilt), builder.Owns[*corev1.Secret]()}, []string{"Owns[*v1.Secret]", "needs a typed For"}},
 		{"ForInformer without a name", nil, []builder.Option{builder.ForInformer(handBuilt)}, []string{"ForInformer needs Named"}},
 		{"For of a type not in the scheme", nil, []builder.Option{builder.For[*unregistered]()}, []string{"*builder_test.unregistered", "not registered in the client's scheme"}},
@@ -81,6 +81,9 @@ func TestBuildErrorsAreClear(t *testing.T) {
 			}
 			if n := len(mgr.State().Controllers); n != 0 {
 				t.Errorf("a failed Build registered %d controllers", n)
+			}
+			if n := len(mgr.Factory().Informers()); n != 0 {
+				t.Errorf("a failed Build left %d informers in the manager's factory", n)
 			}
 		})
 	}

@@ -242,3 +242,36 @@ func TestInformerCreatedAfterStart(t *testing.T) {
 		t.Fatalf("with the informer synced, Get and List made %d GET and %d LIST secrets requests, want 0 (served from the cache)", g, l)
 	}
 }
+
+// TestOwnsWithAClusterScopedOwner: an object owned by a cluster-scoped
+// object (a Namespace here) enqueues the owner's key with no namespace.
+func TestOwnsWithAClusterScopedOwner(t *testing.T) {
+	ctx := context.Background()
+	ns := testenv.Namespace(t, env.Config())
+	mgr := newManager(t, manager.Options{})
+	c := mgr.Client()
+	rec := newRecorder()
+	_, err := builder.Build(mgr, rec.reconciler(nil), single("namespaces"),
+		builder.For[*corev1.Namespace](), builder.Owns[*corev1.ConfigMap](), configMapsIn(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startManager(t, mgr)
+	owner, err := client.Get[*corev1.Namespace](ctx, c, client.ObjectKey{Name: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := request{Name: ns}
+	rec.waitDone(t, want, 1) // the namespace's own add
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "owned"}}
+	if err := c.SetControllerReference(owner, cm); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitDone(t, want, 2)
+	if n := rec.count(request{Namespace: ns, Name: ns}); n != 0 {
+		t.Fatalf("Owns enqueued %s/%s (%d times) for a cluster-scoped owner", ns, ns, n)
+	}
+}

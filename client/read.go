@@ -20,28 +20,60 @@ type ObjectKey = cache.ObjectKey
 // KeyOf returns obj's key.
 func KeyOf(obj Object) ObjectKey { return cache.KeyOf(obj) }
 
-// InformerFor returns the client's informer for T, creating it (in the
-// client's Factory, with the client's informer metrics) on first use; Get
-// and List of T are then served from it. There is one such informer per Go
-// type: asking again with the same scope returns it, with another scope is
-// an error. An informer created while the factory runs starts at once.
-func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], error) {
+// CheckInformer reports whether InformerFor[T](c, scope) would succeed,
+// without creating anything: T is registered, the server serves it, the
+// scope fits its scope, and no informer of T with another scope exists.
+// It may call discovery.
+func CheckInformer[T Object](c *Client, scope cache.Scope) error {
 	typ := reflect.TypeFor[T]()
 	c.mu.Lock()
 	have, ok := c.informers[typ]
 	c.mu.Unlock()
 	if ok {
 		if have.scope != scope {
-			return nil, fmt.Errorf("client: the informer for %v already watches %v; cannot also watch %v (one cache per type; build another with cache.InformerFor)", typ, have.scope, scope)
+			return fmt.Errorf("client: the informer for %v already watches %v; cannot also watch %v (one cache per type; build another with cache.InformerFor)", typ, have.scope, scope)
 		}
+		return nil
+	}
+	m, err := c.mappingFor(newObject[T]())
+	if err != nil {
+		return err
+	}
+	if !m.namespaced && scope.Namespace != "" {
+		return fmt.Errorf("client: %v is cluster-scoped; its informer cannot be limited to namespace %q", m.gvk.Kind, scope.Namespace)
+	}
+	return nil
+}
+
+// IsNamespaced reports whether obj's type is a namespaced resource on the
+// server.
+func (c *Client) IsNamespaced(obj Object) (bool, error) {
+	m, err := c.mappingFor(obj)
+	if err != nil {
+		return false, err
+	}
+	return m.namespaced, nil
+}
+
+// InformerFor returns the client's informer for T, creating it (in the
+// client's Factory, with the client's informer metrics) on first use; Get
+// and List of T are then served from it. There is one such informer per Go
+// type: asking again with the same scope returns it, with another scope is
+// an error. An informer created while the factory runs starts at once.
+func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], error) {
+	if err := CheckInformer[T](c, scope); err != nil {
+		return nil, err
+	}
+	typ := reflect.TypeFor[T]()
+	c.mu.Lock()
+	have, ok := c.informers[typ]
+	c.mu.Unlock()
+	if ok {
 		return have.inf.(*cache.Informer[T]), nil
 	}
 	m, err := c.mappingFor(newObject[T]())
 	if err != nil {
 		return nil, err
-	}
-	if !m.namespaced && scope.Namespace != "" {
-		return nil, fmt.Errorf("client: %v is cluster-scoped; its informer cannot be limited to namespace %q", m.gvk.Kind, scope.Namespace)
 	}
 	src := cache.RESTSource[T](m.rc, m.gvr, scope)
 	name := src.Resource

@@ -217,7 +217,7 @@ func (c *Controller[K]) reconcile(ctx context.Context, key K) (res Result, err e
 			res = Result{}
 		}
 	}()
-	return c.rec.Reconcile(WithLogger(ctx, c.log.With("key", key, "reconcileID", newReconcileID())), key)
+	return c.rec.Reconcile(WithLogger(ctx, c.log.With("key", fmt.Sprint(key), "reconcileID", newReconcileID())), key)
 }
 
 // Stats is a snapshot of a controller's counters since New.

@@ -14,7 +14,7 @@ import (
 // Readers running against a writer (upserts, deletes, replaces) always see
 // indexes that agree with the objects they return.
 func TestStoreConcurrentReadersSeeConsistentIndexes(t *testing.T) {
-	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{"app": cache.LabelIndex[*corev1.Pod]("app")}})
+	s, w := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{"app": cache.LabelIndex[*corev1.Pod]("app")}})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
@@ -48,15 +48,15 @@ func TestStoreConcurrentReadersSeeConsistentIndexes(t *testing.T) {
 		name := fmt.Sprint("p", i%50)
 		switch i % 7 {
 		case 0:
-			s.Delete(key("ns/" + name))
+			w.Delete(key("ns/" + name))
 		case 6:
 			var list []*corev1.Pod
 			for j := range 30 {
 				list = append(list, pod("ns", fmt.Sprint("p", (i+j)%50), strconv.Itoa(rv), "app", fmt.Sprint("a", j%3)))
 			}
-			s.Replace(list, strconv.Itoa(rv))
+			w.Replace(list, strconv.Itoa(rv))
 		default:
-			s.Upsert(pod("ns", name, strconv.Itoa(rv), "app", fmt.Sprint("a", i%3)))
+			w.Upsert(pod("ns", name, strconv.Itoa(rv), "app", fmt.Sprint("a", i%3)))
 		}
 	}
 	close(stop)

@@ -54,9 +54,10 @@ func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 	if log == nil {
 		log = slog.Default()
 	}
+	store, writer := NewStore(StoreOptions[T]{Indexes: o.Indexes})
 	inf := &Informer[T]{
 		name:     name,
-		store:    NewStore(StoreOptions[T]{Indexes: o.Indexes}),
+		store:    store,
 		o:        o,
 		stats:    &informerStats{},
 		keyHs:    map[*keyHandler[T]]struct{}{},
@@ -75,7 +76,7 @@ func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 		},
 		resource: src.Resource,
 		log:      log.With("informer", name),
-		store:    inf.store,
+		store:    writer,
 		stats:    inf.stats,
 		onErr:    o.OnError,
 		dmu:      &inf.mu,
@@ -182,7 +183,8 @@ type Lister[T Object] struct{ s *Store[T] }
 // Lister returns a reader of the cache.
 func (inf *Informer[T]) Lister() Lister[T] { return Lister[T]{inf.store} }
 
-// Store returns the informer's store. Only the informer writes it.
+// Store returns the informer's store, read-only: only the informer holds
+// its Writer.
 func (inf *Informer[T]) Store() *Store[T] { return inf.store }
 
 // Get returns the object namespace/name (namespace "" for cluster-scoped).

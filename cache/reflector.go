@@ -68,7 +68,7 @@ type reflector[T Object] struct {
 	// synced is called after each completed list with its changes.
 	emit   func(Change[T])
 	synced func(changes []Change[T], rv string)
-	store  *Store[T]
+	store  *Writer[T]
 	stats  *informerStats
 	onErr  func(error)
 	// dmu is held around each store write and its emit, so that handler

@@ -114,8 +114,18 @@ type Store[T Object] struct {
 	gen     atomic.Uint64 // replace generation
 }
 
-// NewStore returns an empty store.
-func NewStore[T Object](o StoreOptions[T]) *Store[T] {
+// Writer is the one handle that changes a Store. NewStore returns both;
+// an informer keeps the Writer to itself, so everything else can only read
+// (the same split as kube-rs's reflector store).
+type Writer[T Object] struct{ s *Store[T] }
+
+// NewStore returns an empty store and its writer.
+func NewStore[T Object](o StoreOptions[T]) (*Store[T], *Writer[T]) {
+	s := newStore(o)
+	return s, &Writer[T]{s}
+}
+
+func newStore[T Object](o StoreOptions[T]) *Store[T] {
 	s := &Store[T]{items: map[ObjectKey]*entry[T]{}, indexes: map[string]*index[T]{}}
 	s.indexes[NamespaceIndex] = &index[T]{fn: namespaceOf[T], values: map[string]map[ObjectKey]struct{}{}}
 	for name, fn := range o.Indexes {
@@ -146,7 +156,7 @@ func (s *Store[T]) Len() int {
 }
 
 // ResourceVersion returns the resourceVersion the store was last synced to
-// (set by Replace and by SetResourceVersion), "" before the first sync.
+// (set by the Writer's Replace and SetResourceVersion), "" before the first sync.
 func (s *Store[T]) ResourceVersion() string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -154,10 +164,10 @@ func (s *Store[T]) ResourceVersion() string {
 }
 
 // SetResourceVersion records the resourceVersion the store reflects.
-func (s *Store[T]) SetResourceVersion(rv string) {
-	s.mu.Lock()
-	s.rv = rv
-	s.mu.Unlock()
+func (w *Writer[T]) SetResourceVersion(rv string) {
+	w.s.mu.Lock()
+	w.s.rv = rv
+	w.s.mu.Unlock()
 }
 
 // List returns the objects whose labels match sel, in no particular order.
@@ -196,7 +206,8 @@ func (s *Store[T]) Keys() []ObjectKey {
 // Upsert stores obj under its key and reports the object it replaced.
 // changed is false (and nothing is stored) when an object with the same
 // non-empty resourceVersion is already there.
-func (s *Store[T]) Upsert(obj T) (old T, existed, changed bool) {
+func (w *Writer[T]) Upsert(obj T) (old T, existed, changed bool) {
+	s := w.s
 	key := KeyOf(obj)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -226,7 +237,8 @@ func (s *Store[T]) upsertLocked(key ObjectKey, obj T) (old T, existed, changed b
 }
 
 // Delete removes key and returns the object it held.
-func (s *Store[T]) Delete(key ObjectKey) (T, bool) {
+func (w *Writer[T]) Delete(key ObjectKey) (T, bool) {
+	s := w.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.deleteLocked(key)
@@ -249,8 +261,8 @@ func (s *Store[T]) deleteLocked(key ObjectKey) (T, bool) {
 // step for readers, and returns only the real changes: Added for new keys,
 // Updated where the resourceVersion differs, Deleted for keys not in objs.
 // It is BeginReplace, Put for each object, Finish.
-func (s *Store[T]) Replace(objs []T, rv string) []Change[T] {
-	r := s.BeginReplace()
+func (w *Writer[T]) Replace(objs []T, rv string) []Change[T] {
+	r := w.BeginReplace()
 	for _, o := range objs {
 		r.Put(o)
 	}
@@ -267,8 +279,8 @@ func (s *Store[T]) Replace(objs []T, rv string) []Change[T] {
 // At most one session may be open per store; the store must not be written
 // by Upsert or Delete while it is open (the informer's single writer
 // guarantees both). A session that is abandoned without Finish has no effect.
-func (s *Store[T]) BeginReplace() *ReplaceSession[T] {
-	return &ReplaceSession[T]{s: s, gen: s.gen.Add(1), pending: map[ObjectKey]T{}}
+func (w *Writer[T]) BeginReplace() *ReplaceSession[T] {
+	return &ReplaceSession[T]{s: w.s, gen: w.s.gen.Add(1), pending: map[ObjectKey]T{}}
 }
 
 // ReplaceSession is an open streaming replace; see Store.BeginReplace. It is

@@ -50,13 +50,13 @@ func changesString[T cache.Object](cs []cache.Change[T]) []string {
 }
 
 func TestStoreGetListIndexes(t *testing.T) {
-	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{
+	s, w := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{
 		"app": cache.LabelIndex[*corev1.Pod]("app"),
 	}})
-	s.Upsert(pod("a", "p1", "1", "app", "web"))
-	s.Upsert(pod("a", "p2", "2", "app", "db"))
-	s.Upsert(pod("b", "p1", "3", "app", "web"))
-	s.Upsert(pod("b", "p3", "4"))
+	w.Upsert(pod("a", "p1", "1", "app", "web"))
+	w.Upsert(pod("a", "p2", "2", "app", "db"))
+	w.Upsert(pod("b", "p1", "3", "app", "web"))
+	w.Upsert(pod("b", "p3", "4"))
 
 	if p, ok := s.Get(key("a/p1")); !ok || p.ResourceVersion != "1" {
 		t.Fatalf("Get(a/p1) = %v, %v", p, ok)
@@ -90,7 +90,7 @@ func TestStoreGetListIndexes(t *testing.T) {
 	}
 
 	// Relabel a/p1: the index must follow.
-	if _, existed, changed := s.Upsert(pod("a", "p1", "5", "app", "db")); !existed || !changed {
+	if _, existed, changed := w.Upsert(pod("a", "p1", "5", "app", "db")); !existed || !changed {
 		t.Fatalf("relabel: existed=%v changed=%v", existed, changed)
 	}
 	if got := keysOf(s.ByIndex("app", "db")); !slices.Equal(got, []string{"a/p1", "a/p2"}) {
@@ -100,13 +100,13 @@ func TestStoreGetListIndexes(t *testing.T) {
 		t.Errorf("after relabel app=web: %v", got)
 	}
 	// Same resourceVersion: no change, old object kept.
-	if _, _, changed := s.Upsert(pod("a", "p1", "5")); changed {
+	if _, _, changed := w.Upsert(pod("a", "p1", "5")); changed {
 		t.Error("upsert with the same resourceVersion reported a change")
 	}
 	if p, _ := s.Get(key("a/p1")); p.Labels["app"] != "db" {
 		t.Error("upsert with the same resourceVersion replaced the object")
 	}
-	if _, ok := s.Delete(key("b/p1")); !ok {
+	if _, ok := w.Delete(key("b/p1")); !ok {
 		t.Fatal("Delete(b/p1) found nothing")
 	}
 	if got := s.IndexValues("app"); !slices.Equal(got, []string{"db"}) {
@@ -118,13 +118,13 @@ func TestStoreGetListIndexes(t *testing.T) {
 }
 
 func TestStoreReplaceEmitsOnlyRealChanges(t *testing.T) {
-	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
-	got := changesString(s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "1"), pod("", "z", "1")}, "10"))
+	s, w := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
+	got := changesString(w.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "1"), pod("", "z", "1")}, "10"))
 	if want := []string{"added /z", "added a/x", "added a/y"}; !slices.Equal(got, want) {
 		t.Fatalf("first replace: %v, want %v", got, want)
 	}
 	kept, _ := s.Get(key("a/x"))
-	got = changesString(s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "2"), pod("a", "w", "3")}, "20"))
+	got = changesString(w.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "y", "2"), pod("a", "w", "3")}, "20"))
 	if want := []string{"added a/w", "deleted /z", "updated a/y 1->2"}; !slices.Equal(got, want) {
 		t.Fatalf("second replace: %v, want %v", got, want)
 	}
@@ -134,15 +134,15 @@ func TestStoreReplaceEmitsOnlyRealChanges(t *testing.T) {
 	if s.ResourceVersion() != "20" || s.Len() != 3 {
 		t.Errorf("rv=%q len=%d", s.ResourceVersion(), s.Len())
 	}
-	if got := s.Replace(nil, "30"); len(got) != 3 || s.Len() != 0 {
+	if got := w.Replace(nil, "30"); len(got) != 3 || s.Len() != 0 {
 		t.Errorf("empty replace: %d changes, %d left", len(got), s.Len())
 	}
 }
 
 func TestReplaceSessionIsInvisibleUntilFinish(t *testing.T) {
-	s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
-	s.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "gone", "1")}, "1")
-	r := s.BeginReplace()
+	s, w := cache.NewStore(cache.StoreOptions[*corev1.Pod]{})
+	w.Replace([]*corev1.Pod{pod("a", "x", "1"), pod("a", "gone", "1")}, "1")
+	r := w.BeginReplace()
 	r.Put(pod("a", "x", "2"))
 	r.Put(pod("a", "new", "2"))
 	if p, _ := s.Get(key("a/x")); p.ResourceVersion != "1" {
@@ -159,9 +159,9 @@ func TestReplaceSessionIsInvisibleUntilFinish(t *testing.T) {
 		t.Errorf("after Finish: %v", got)
 	}
 	// An abandoned session has no effect, and the next one still works.
-	r = s.BeginReplace()
+	r = w.BeginReplace()
 	r.Put(pod("a", "other", "3"))
-	got := changesString(s.Replace([]*corev1.Pod{pod("a", "x", "2")}, "3"))
+	got := changesString(w.Replace([]*corev1.Pod{pod("a", "x", "2")}, "3"))
 	if want := []string{"deleted a/new"}; !slices.Equal(got, want) {
 		t.Errorf("after abandoned session: %v, want %v", got, want)
 	}
@@ -190,7 +190,7 @@ func TestReplaceMatchesModel(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	for round := range 200 {
-		s := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{"app": cache.LabelIndex[*corev1.Pod]("app")}})
+		s, w := cache.NewStore(cache.StoreOptions[*corev1.Pod]{Indexes: map[string]cache.IndexFunc[*corev1.Pod]{"app": cache.LabelIndex[*corev1.Pod]("app")}})
 		model := map[string]*corev1.Pod{}
 		rv := 0
 		randPod := func() *corev1.Pod {
@@ -201,11 +201,11 @@ func TestReplaceMatchesModel(t *testing.T) {
 			switch rng.IntN(4) {
 			case 0:
 				p := randPod()
-				s.Upsert(p)
+				w.Upsert(p)
 				model[cache.KeyOf(p).String()] = p
 			case 1:
 				k := fmt.Sprintf("ns%d/p%d", rng.IntN(3), rng.IntN(12))
-				_, ok := s.Delete(key(k))
+				_, ok := w.Delete(key(k))
 				if _, inModel := model[k]; ok != inModel {
 					t.Fatalf("round %d: Delete(%s) = %v, model has it: %v", round, k, ok, inModel)
 				}
@@ -239,7 +239,7 @@ func TestReplaceMatchesModel(t *testing.T) {
 					}
 				}
 				sort.Strings(want)
-				got := changesString(s.Replace(list, strconv.Itoa(rv)))
+				got := changesString(w.Replace(list, strconv.Itoa(rv)))
 				if !slices.Equal(got, want) {
 					t.Fatalf("round %d: replace changes %v, want %v", round, got, want)
 				}

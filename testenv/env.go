@@ -6,6 +6,11 @@
 //
 // Several Envs may run at once, in one process or many; each has its own
 // ports and data dir.
+//
+// Env.Config is the admin (group system:masters, exempt from RBAC, API
+// Priority and Fairness and the max-inflight limits). To test as an ordinary
+// client, Env.UserConfig issues a client certificate for any user and groups,
+// and Grant gives a user RBAC permissions.
 package testenv
 
 import (

@@ -1,11 +1,20 @@
 // Package testenv starts and stops a real local Kubernetes control plane —
 // etcd and kube-apiserver, plus kube-controller-manager's namespace and
-// garbage-collector controllers — for tests and tools. Nothing is downloaded
-// and no container runtime is needed: the skiff-controlplane binary is built
-// from this repository's controlplane module on first use and cached.
+// garbage-collector controllers — for tests and tools. No container runtime
+// and no prebuilt binaries are needed: the skiff-controlplane binary is built
+// from Go sources on first use and cached — from the controlplane module of
+// a Skiff checkout, or, in a user's own module that requires Skiff, from the
+// matching controlplane module fetched through the Go module proxy.
+// $SKIFF_CONTROLPLANE names a prebuilt one instead. See Binary for the order
+// and the cache.
 //
 // Several Envs may run at once, in one process or many; each has its own
 // ports and data dir.
+//
+// Env.Config is the admin (group system:masters, exempt from RBAC, API
+// Priority and Fairness and the max-inflight limits). To test as an ordinary
+// client, Env.UserConfig issues a client certificate for any user and groups,
+// and Grant gives a user RBAC permissions.
 package testenv
 
 import (

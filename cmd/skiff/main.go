@@ -128,7 +128,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func buildControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("skiff build-controlplane", flag.ContinueOnError)
 	var o testenv.BuildOptions
-	fs.StringVar(&o.SourceDir, "source", "", "controlplane module directory (default: the one in this checkout)")
+	fs.StringVar(&o.SourceDir, "source", "", "controlplane module directory (default: the one in this checkout, else the matching one from the Go module proxy)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}

@@ -299,7 +299,7 @@ func observeFoos(ctx context.Context, cfg *rest.Config, ns string, n int) (*conv
 	inf.AddEventHandler(cache.EventHandler[*unstructured.Unstructured]{
 		OnAdd:    check,
 		OnUpdate: func(_, f *unstructured.Unstructured) { check(f) },
-	}, cache.EventHandlerOptions{Name: "c1-observer"})
+	}, cache.EventHandlerOptions{})
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { inf.Run(runCtx) })

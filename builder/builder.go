@@ -235,7 +235,7 @@ func attachFor[T cache.Object](inf *cache.Informer[T], preds []Predicate[T], q *
 				q.Add(cache.KeyOf(old))
 			}
 		},
-	}, cache.EventHandlerOptions{Name: "for"})
+	}, cache.EventHandlerOptions{})
 }
 
 func allow[T any](preds []Predicate[T], ok func(Predicate[T]) bool) bool {
@@ -305,7 +305,7 @@ func (ownsT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	if !b.forNamespaced {
 		keys = ClusterOwnerKeys[T](b.forGVK)
 	}
-	attachMap(inf, keys, q, "owns")
+	attachMap(inf, keys, q)
 	return nil
 }
 
@@ -351,7 +351,7 @@ func ownerKeys[T cache.Object](gvk schema.GroupVersionKind, namespaced bool) fun
 	}
 }
 
-func attachMap[T cache.Object](inf *cache.Informer[T], fn func(T) []controller.Request, q *queue.Queue[controller.Request], name string) {
+func attachMap[T cache.Object](inf *cache.Informer[T], fn func(T) []controller.Request, q *queue.Queue[controller.Request]) {
 	enqueue := func(obj T) {
 		for _, k := range fn(obj) {
 			q.Add(k)
@@ -361,7 +361,7 @@ func attachMap[T cache.Object](inf *cache.Informer[T], fn func(T) []controller.R
 		OnAdd:    enqueue,
 		OnUpdate: func(old, new T) { enqueue(old); enqueue(new) },
 		OnDelete: enqueue,
-	}, cache.EventHandlerOptions{Name: name})
+	}, cache.EventHandlerOptions{})
 }
 
 type watchesT[T client.Object] struct {
@@ -382,7 +382,7 @@ func (w watchesT[T]) attach(b *build, q *queue.Queue[controller.Request]) error 
 	if err != nil {
 		return err
 	}
-	attachMap(inf, w.fn, q, "watches")
+	attachMap(inf, w.fn, q)
 	return nil
 }
 
@@ -409,7 +409,7 @@ func (w watchesInformer[T]) attach(b *build, q *queue.Queue[controller.Request])
 	if err := b.mgr.AddCache(w.inf.Name(), w.inf); err != nil {
 		return err
 	}
-	attachMap(w.inf, w.fn, q, "watches")
+	attachMap(w.inf, w.fn, q)
 	return nil
 }
 

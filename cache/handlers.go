@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/skiffkit/skiff/queue"
 )
@@ -79,8 +78,6 @@ type EventHandler[T Object] struct {
 
 // EventHandlerOptions configure an event handler. The zero value is valid.
 type EventHandlerOptions struct {
-	// Name labels the handler's metrics. Default "".
-	Name string
 	// Buffer is how many changes may wait for the handler. When it is full
 	// the informer waits (backpressure): the watch is not read until the
 	// handler catches up, so memory stays bounded. Default 1024.
@@ -94,7 +91,7 @@ type item[T Object] struct {
 
 type eventHandler[T Object] struct {
 	h       EventHandler[T]
-	name    string
+	clock   queue.Clock
 	ch      chan item[T]
 	stop    chan struct{}
 	stopped sync.Once
@@ -114,13 +111,13 @@ func (h *eventHandler[T]) push(it item[T]) {
 		return
 	default:
 	}
-	start := time.Now()
+	start := h.clock.Now()
 	select {
 	case h.ch <- it:
 	case <-h.stop:
 	case <-h.ctxDone:
 	}
-	h.stats.blockedNanos.Add(int64(time.Since(start)))
+	h.stats.blockedNanos.Add(int64(h.clock.Now().Sub(start)))
 }
 
 // AddEventHandler delivers changes to h through a bounded buffer, on a
@@ -130,7 +127,7 @@ func (h *eventHandler[T]) push(it item[T]) {
 func (inf *Informer[T]) AddEventHandler(h EventHandler[T], o EventHandlerOptions) *Registration {
 	eh := &eventHandler[T]{
 		h:     h,
-		name:  o.Name,
+		clock: inf.o.Clock,
 		ch:    make(chan item[T], orDefault(o.Buffer, DefaultEventBuffer)),
 		stop:  make(chan struct{}),
 		stats: inf.stats,

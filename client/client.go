@@ -37,6 +37,11 @@
 //     because its cache has not seen the first create.
 //   - Errors keep client-go's apierrors semantics (apierrors.IsNotFound,
 //     IsConflict, IsAlreadyExists, ... work on every error returned).
+//   - Metrics: RequestMetrics (rest_client_* with client-go's names), and
+//     RequestCounter, which breaks API calls down by verb and resource for
+//     `skiff demo` and the benchmarks.
+//   - Helpers: SetControllerReference, CreateOrUpdate, IgnoreNotFound,
+//     LoadConfig (find the API server as kubectl does).
 package client
 
 import (

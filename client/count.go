@@ -1,6 +1,3 @@
-// Package client holds helpers around client-go's rest.Config. Today: a
-// request counter that breaks API calls down by verb and resource, which
-// `skiff demo` and the benchmarks use to compare API usage.
 package client
 
 import (
@@ -29,13 +26,7 @@ type RequestKind struct {
 // Install wraps cfg's transport so that every request through it is counted.
 // It returns cfg for chaining.
 func (c *RequestCounter) Install(cfg *rest.Config) *rest.Config {
-	prev := cfg.WrapTransport
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		if prev != nil {
-			rt = prev(rt)
-		}
-		return roundTripper{c: c, next: rt}
-	})
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return roundTripper{c: c, next: rt} })
 	return cfg
 }
 

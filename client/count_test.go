@@ -1,6 +1,11 @@
 package client
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+
+	"k8s.io/client-go/rest"
+)
 
 func TestClassify(t *testing.T) {
 	cases := []struct {
@@ -47,3 +52,27 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// TestInstallChainsAnExistingWrapperOnce: a transport wrapper already on
+// the config runs exactly once per request after Install.
+func TestInstallChainsAnExistingWrapperOnce(t *testing.T) {
+	var prevCalls int
+	cfg := &rest.Config{}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return rtFunc(func(r *http.Request) (*http.Response, error) { prevCalls++; return rt.RoundTrip(r) })
+	})
+	var c RequestCounter
+	c.Install(cfg)
+	base := rtFunc(func(*http.Request) (*http.Response, error) { return &http.Response{StatusCode: 200}, nil })
+	req, _ := http.NewRequest("GET", "https://example.invalid/api/v1/namespaces/a/pods", nil)
+	if _, err := cfg.WrapTransport(base).RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if prevCalls != 1 || c.Total() != 1 {
+		t.Fatalf("earlier wrapper ran %d times, counted %d requests; want 1 and 1", prevCalls, c.Total())
+	}
+}
+
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

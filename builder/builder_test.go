@@ -108,13 +108,7 @@ func createConfigMaps(t *testing.T, cs kubernetes.Interface, ns string, n int, l
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitFor, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, waitFor, what, func() (bool, error) { return cond(), nil })
 }
 
 // recorder counts reconciles per key: started when Reconcile is entered,

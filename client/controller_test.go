@@ -144,11 +144,10 @@ func TestControllerReadsItsOwnWritesUnderLoad(t *testing.T) {
 			}
 		}
 	})
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	testenv.Eventually(t, 90*time.Second, fmt.Sprintf("all %d parents to reach %d rounds", parents, rounds), func() (bool, error) {
 		list, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "role=parent"})
 		if err != nil {
-			t.Fatal(err)
+			return false, err
 		}
 		finished := 0
 		for _, p := range list.Items {
@@ -156,14 +155,8 @@ func TestControllerReadsItsOwnWritesUnderLoad(t *testing.T) {
 				finished++
 			}
 		}
-		if finished == parents {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d parents reached %d rounds (%d reconciles)", finished, parents, rounds, reconciles.Load())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return finished == parents, fmt.Errorf("%d finished, %d reconciles", finished, reconciles.Load())
+	})
 	stopChurn()
 	churn.Wait()
 

@@ -11,17 +11,12 @@ import (
 	"time"
 
 	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/testenv"
 )
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, func() (bool, error) { return cond(), nil })
 }
 
 // start runs c until the test ends and fails the test if Run errs.

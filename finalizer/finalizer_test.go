@@ -122,15 +122,8 @@ func TestHandleRunsCleanupOnceAndLetsTheObjectGo(t *testing.T) {
 	if cleanups != 2 {
 		t.Fatalf("cleanup ran %d times, want 2 (one failure, one success)", cleanups)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, "the object to go once its finalizer was removed", func() (bool, error) {
 		_, err := client.Get[*corev1.ConfigMap](ctx, c, key)
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("object still there after its finalizer was removed: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return apierrors.IsNotFound(err), err
+	})
 }

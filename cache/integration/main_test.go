@@ -5,6 +5,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -49,21 +50,13 @@ func runInformer[T cache.Object](t *testing.T, inf *cache.Informer[T]) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// eventually polls cond every 20 ms until it returns "" or the deadline
-// passes; then it fails with cond's last complaint.
+// eventually waits until cond returns "", failing with its last complaint.
 func eventually(t *testing.T, d time.Duration, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	testenv.Eventually(t, d, "the informer to match the server", func() (bool, error) {
 		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return msg == "", errors.New(msg)
+	})
 }
 
 // snapshot renders objects as sorted "key@resourceVersion" lines.

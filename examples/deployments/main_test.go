@@ -74,13 +74,9 @@ func TestReconcilerSeesDeploymentAndItsReplicaSets(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "deployment=web replicaSets=1"
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reconcile logged %q; logs:\n%s", want, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 30*time.Second, "a reconcile logging "+want, func() (bool, error) {
+		return strings.Contains(logs.String(), want), nil
+	})
 	var line string
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(l, want) {

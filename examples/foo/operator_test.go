@@ -104,19 +104,7 @@ func newFoo(name, message string, fail bool) *unstructured.Unstructured {
 
 func eventually(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, time.Minute, what, cond)
 }
 
 func TestFooLifecycle(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 type httpGuards struct {
 	// auth checks bearer tokens; nil without Options.Auth.
 	auth *authenticator
-	// replayToken is a random per-process secret that a replay request must
-	// carry; "" when replay is off.
+	// replayToken is a random secret, new for each Manager, that a replay
+	// request must carry; "" when replay is off.
 	replayToken string
 }
 
@@ -112,7 +112,7 @@ var errCrossSite = errors.New("cross-site request")
 //     same-origin or none, or whose Origin's host differs from Host, is
 //     refused (net/http.CrossOriginProtection). Every browser since 2023
 //     sends Sec-Fetch-Site; all send Origin on a POST.
-//  2. A secret: the request must carry the per-process replay token, in the
+//  2. A secret: the request must carry the manager's replay token, in the
 //     POST body's csrf_token field (the /debug/skiff form embeds it) or in
 //     the X-Skiff-Csrf-Token header (scripts read it from
 //     /debug/skiff?format=json as replayToken). Another site cannot read

@@ -63,7 +63,7 @@ func (m *Manager) startServer() (stop func() error, err error) {
 // The replay action's CSRF defence has two layers, either of which stops a
 // cross-site form post: (1) a browser request whose Sec-Fetch-Site is not
 // same-origin or none, or whose Origin's host is not the Host, is refused;
-// (2) the request must carry a per-process random token, as the csrf_token
+// (2) the request must carry a random token made by New, as the csrf_token
 // field of the POST body (the /debug/skiff form embeds it) or the
 // X-Skiff-Csrf-Token header (scripts find it as replayToken in
 // /debug/skiff?format=json), which another site cannot read.

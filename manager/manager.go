@@ -3,8 +3,10 @@
 //
 // Start, in order:
 //  1. the HTTP server: /metrics (Prometheus), /healthz, /readyz,
-//     /debug/pprof/, /debug/skiff (controllers, workers, queue depths, dead
-//     letters with a replay action; HTML, or JSON with ?format=json);
+//     /debug/skiff (controllers, workers, queue depths, dead letters; HTML,
+//     or JSON with ?format=json), and, only if enabled, /debug/pprof/
+//     (Options.EnablePprof) and the dead-letter replay action
+//     (Options.EnableReplay);
 //  2. every cache (informer), then wait until all have synced — bounded by
 //     SyncTimeout, failing with an error that names the cache that did not
 //     sync (a missing CRD, say); /readyz turns ok here;
@@ -19,6 +21,15 @@
 //     it to expire;
 //  3. caches stop;
 //  4. the HTTP server stops.
+//
+// Safe by default: the server binds 127.0.0.1:8080; profiling and the
+// replay action (a state-changing POST, guarded against cross-site requests,
+// see Manager.Handler) are off. To serve on another interface — for a
+// Prometheus in the cluster, say — set Options.Auth: /metrics and /debug/...
+// then want a bearer token that the API server authenticates (TokenReview)
+// and authorizes for the path (SubjectAccessReview), as kube-apiserver's
+// own /metrics does. New refuses a non-loopback address without Auth unless
+// Options.InsecureServing says so. /healthz and /readyz are always open.
 package manager
 
 import (
@@ -79,9 +90,30 @@ type Options struct {
 	// Scheme maps Go types to group/version/kind for the client and the
 	// builder: register CRD types here. Default: client-go's built-in types.
 	Scheme *runtime.Scheme
-	// Addr is where /metrics, /healthz, /readyz, /debug/pprof/ and
-	// /debug/skiff are served. Default ":8080". "-" serves nothing.
+	// Addr is where /metrics, /healthz, /readyz, /debug/skiff and (with
+	// EnablePprof) /debug/pprof/ are served. Default "127.0.0.1:8080":
+	// loopback only. "-" serves nothing. An address that may not be
+	// loopback (":8080", "0.0.0.0:8080", a pod IP, any host name but
+	// "localhost") needs Auth, or InsecureServing to serve it without; New
+	// fails otherwise.
 	Addr string
+	// Auth, if non-nil, makes /metrics and /debug/... answer only requests
+	// whose bearer token the API server authenticates and authorizes for the
+	// path (see Auth). Default nil: no checks, which New accepts only on a
+	// loopback Addr or with InsecureServing.
+	Auth *Auth
+	// InsecureServing lets a non-loopback Addr serve without Auth: anyone
+	// who reaches the port reads metrics and debug pages (and profiles and
+	// replays, if enabled). Default false.
+	InsecureServing bool
+	// EnablePprof serves Go's profiler under /debug/pprof/. Default false:
+	// /debug/pprof/ answers 404.
+	EnablePprof bool
+	// EnableReplay serves POST /debug/skiff/replay, which puts dead letters
+	// back into their queue, and shows replay buttons on /debug/skiff.
+	// Default false: the action answers 404 and the page has no buttons.
+	// The action refuses cross-site requests; see Manager.Handler.
+	EnableReplay bool
 	// SyncTimeout bounds the wait for caches to sync. Default 2 minutes.
 	SyncTimeout time.Duration
 	// LeaderElection, if non-nil, runs controllers only while this process
@@ -120,6 +152,7 @@ type Manager struct {
 	ready    atomic.Bool
 	leading  atomic.Bool
 	listener net.Listener
+	http     httpGuards
 }
 
 type namedCache struct {
@@ -130,7 +163,15 @@ type namedCache struct {
 // New validates o and returns a manager that has started nothing.
 func New(o Options) (*Manager, error) {
 	if o.Addr == "" {
-		o.Addr = ":8080"
+		o.Addr = "127.0.0.1:8080"
+	}
+	var configErr error
+	if o.Config == nil {
+		o.Config, configErr = client.LoadConfig("", "")
+	}
+	guards, err := newHTTPGuards(o)
+	if err != nil {
+		return nil, err
 	}
 	if o.SyncTimeout < 0 {
 		return nil, fmt.Errorf("manager: negative SyncTimeout %v", o.SyncTimeout)
@@ -142,9 +183,11 @@ func New(o Options) (*Manager, error) {
 		if o.Config == nil {
 			return nil, errors.New("manager: leader election needs Options.Config")
 		}
-		if err := o.LeaderElection.defaults(); err != nil {
+		le := *o.LeaderElection // the caller's value stays as it was
+		if err := le.defaults(); err != nil {
 			return nil, err
 		}
+		o.LeaderElection = &le
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -153,12 +196,7 @@ func New(o Options) (*Manager, error) {
 		o.Registry = prometheus.NewRegistry()
 		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	var configErr error
-	if o.Config == nil {
-		o.Config, configErr = client.LoadConfig("", "")
-	}
-	m := &Manager{o: o, log: o.Logger, reg: o.Registry, factory: cache.NewFactory(), configErr: configErr}
-	var err error
+	m := &Manager{o: o, log: o.Logger, reg: o.Registry, factory: cache.NewFactory(), configErr: configErr, http: guards}
 	if m.metrics.Controllers, err = controller.NewMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("manager: controller metrics: %w", err)
 	}

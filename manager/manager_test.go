@@ -24,6 +24,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type fakeCache struct {
 	synced  chan struct{}
 	running atomic.Bool
+	waiting atomic.Bool // someone called WaitForSync
 	stopped atomic.Bool
 }
 
@@ -37,6 +38,7 @@ func (f *fakeCache) Run(ctx context.Context) error {
 }
 
 func (f *fakeCache) WaitForSync(ctx context.Context) error {
+	f.waiting.Store(true)
 	select {
 	case <-f.synced:
 		return nil
@@ -86,7 +88,7 @@ func TestSyncTimeoutNamesTheCache(t *testing.T) {
 }
 
 func TestStartOrderEndpointsAndDeadLetterReplay(t *testing.T) {
-	m, err := manager.New(manager.Options{Addr: "127.0.0.1:0", Logger: quiet, KeepKlog: true})
+	m, err := manager.New(manager.Options{Addr: "127.0.0.1:0", EnablePprof: true, EnableReplay: true, Logger: quiet, KeepKlog: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +133,8 @@ func TestStartOrderEndpointsAndDeadLetterReplay(t *testing.T) {
 	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d, want 200", code)
 	}
-	time.Sleep(20 * time.Millisecond) // a window in which a premature controller would run
+	// The manager is now blocked waiting for the cache: controllers must not run yet.
+	waitFor(t, "the manager to wait for the cache", 5*time.Second, cache.waiting.Load)
 	_, early := get(t, base+"/debug/skiff?format=json")
 	if !strings.Contains(early, `"queueDepth":1,"queueDepthByPriority":{"0":1}`) {
 		t.Fatalf("before sync the key waits at priority 0; /debug/skiff says %s", early)
@@ -165,8 +168,12 @@ func TestStartOrderEndpointsAndDeadLetterReplay(t *testing.T) {
 		t.Errorf("/debug/pprof/ = %d", code)
 	}
 
+	var tok struct {
+		ReplayToken string `json:"replayToken"`
+	}
+	json.Unmarshal([]byte(body), &tok)
 	healthy.Store(true)
-	resp, err := http.PostForm(base+"/debug/skiff/replay?format=json", url.Values{"controller": {"foo"}, "key": {"ns/a"}})
+	resp, err := http.PostForm(base+"/debug/skiff/replay?format=json", url.Values{"controller": {"foo"}, "key": {"ns/a"}, "csrf_token": {tok.ReplayToken}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +186,7 @@ func TestStartOrderEndpointsAndDeadLetterReplay(t *testing.T) {
 	if n := len(c.DeadLetterInfos()); n != 0 {
 		t.Fatalf("%d dead letters after a successful replay", n)
 	}
-	resp, _ = http.PostForm(base+"/debug/skiff/replay", url.Values{"controller": {"nope"}, "all": {"true"}})
+	resp, _ = http.PostForm(base+"/debug/skiff/replay", url.Values{"controller": {"nope"}, "all": {"true"}, "csrf_token": {tok.ReplayToken}})
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("replay for unknown controller = %d, want 404", resp.StatusCode)
@@ -213,7 +220,10 @@ func TestBadOptions(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want %q", tc.o, err, tc.want)
 		}
 	}
-	m, _ := manager.New(manager.Options{Addr: "256.0.0.1:99999", Logger: quiet, KeepKlog: true})
+	m, err := manager.New(manager.Options{Addr: "256.0.0.1:99999", InsecureServing: true, Logger: quiet, KeepKlog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "256.0.0.1:99999") {
 		t.Fatalf("Start with a bad address = %v, want an error naming it", err)
 	}

@@ -31,7 +31,8 @@ func (m *Manager) startServer() (stop func() error, err error) {
 	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	m.log.Info("serving metrics, health and debug endpoints", "addr", ln.Addr().String())
+	m.log.Info("serving metrics, health and debug endpoints", "addr", ln.Addr().String(),
+		"auth", m.http.auth != nil, "pprof", m.o.EnablePprof, "replay", m.o.EnableReplay)
 	return func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -43,12 +44,32 @@ func (m *Manager) startServer() (stop func() error, err error) {
 	}, nil
 }
 
-// Handler serves /metrics, /healthz, /readyz, /debug/pprof/ and
-// /debug/skiff. Start serves it on Addr; it is exported for embedding in a
-// server of one's own.
+// Handler serves the manager's endpoints. Start serves it on Addr; it is
+// exported for embedding in a server of one's own, and applies the same
+// options there.
+//
+//   - /healthz and /readyz are always open (probes carry no token).
+//   - /metrics and /debug/skiff (HTML, or JSON with ?format=json) need a
+//     token allowed by the API server when Options.Auth is set (see Auth).
+//   - /debug/pprof/ only with Options.EnablePprof; else 404.
+//   - POST /debug/skiff/replay only with Options.EnableReplay; else 404.
+//     It puts dead letters back into their queue (controller=NAME and
+//     key=KEY or all=true), and refuses cross-site requests (403): see the
+//     scheme below.
+//
+// Without Auth, /debug/... answers only requests whose Host is an IP
+// address or localhost, which defeats DNS rebinding.
+//
+// The replay action's CSRF defence has two layers, either of which stops a
+// cross-site form post: (1) a browser request whose Sec-Fetch-Site is not
+// same-origin or none, or whose Origin's host is not the Host, is refused;
+// (2) the request must carry a random token made by New, as the csrf_token
+// field of the POST body (the /debug/skiff form embeds it) or the
+// X-Skiff-Csrf-Token header (scripts find it as replayToken in
+// /debug/skiff?format=json), which another site cannot read.
 func (m *Manager) Handler() http.Handler {
+	g := m.http
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !m.ready.Load() {
@@ -57,13 +78,18 @@ func (m *Manager) Handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /debug/skiff", m.debugPage)
-	mux.HandleFunc("POST /debug/skiff/replay", m.replay)
+	mux.Handle("GET /metrics", g.protect(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}), false))
+	mux.Handle("GET /debug/skiff", g.protect(http.HandlerFunc(m.debugPage), true))
+	if m.o.EnablePprof {
+		mux.Handle("/debug/pprof/", g.protect(http.HandlerFunc(pprof.Index), true))
+		mux.Handle("/debug/pprof/cmdline", g.protect(http.HandlerFunc(pprof.Cmdline), true))
+		mux.Handle("/debug/pprof/profile", g.protect(http.HandlerFunc(pprof.Profile), true))
+		mux.Handle("/debug/pprof/symbol", g.protect(http.HandlerFunc(pprof.Symbol), true))
+		mux.Handle("/debug/pprof/trace", g.protect(http.HandlerFunc(pprof.Trace), true))
+	}
+	if m.o.EnableReplay {
+		mux.Handle("POST /debug/skiff/replay", g.protect(http.HandlerFunc(m.replay), true))
+	}
 	return mux
 }
 
@@ -98,24 +124,42 @@ func (m *Manager) State() DebugState {
 	return s
 }
 
+// debugView is what the /debug/skiff page renders: the state plus what the
+// options let it offer.
+type debugView struct {
+	DebugState
+	// ReplayToken is the replay action's CSRF token; "" when replay is off.
+	ReplayToken string `json:"replayToken,omitempty"`
+	Pprof       bool   `json:"-"`
+}
+
 func (m *Manager) debugPage(w http.ResponseWriter, r *http.Request) {
-	s := m.State()
+	v := debugView{DebugState: m.State(), ReplayToken: m.http.replayToken, Pprof: m.o.EnablePprof}
+	// The page holds a secret (the replay token): no caching, no framing.
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Frame-Options", "DENY")
 	if r.URL.Query().Get("format") == "json" {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(s)
+		json.NewEncoder(w).Encode(v)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := debugTmpl.Execute(w, s); err != nil {
+	if err := debugTmpl.Execute(w, v); err != nil {
 		m.log.Error("render /debug/skiff", "err", err)
 	}
 }
 
 // replay handles POST /debug/skiff/replay?controller=NAME&key=KEY (or
 // all=true): it puts dead letters back into the queue with a fresh budget.
+// Requests that fail checkReplay are refused with 403.
 func (m *Manager) replay(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := m.http.checkReplay(r); err != nil {
+		m.log.Warn("refused a dead-letter replay", "err", err, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "Forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
 	name := r.Form.Get("controller")
@@ -158,15 +202,15 @@ var debugTmpl = template.Must(template.New("debug").Parse(`<!doctype html>
 <style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4f4f4}</style></head>
 <body><h1>skiff</h1>
-<p>ready: <b>{{.Ready}}</b> · leader: <b>{{.Leader}}</b> · <a href="?format=json">JSON</a> · <a href="/metrics">metrics</a> · <a href="/debug/pprof/">pprof</a></p>
+<p>ready: <b>{{.Ready}}</b> · leader: <b>{{.Leader}}</b> · <a href="?format=json">JSON</a> · <a href="/metrics">metrics</a>{{if .Pprof}} · <a href="/debug/pprof/">pprof</a>{{end}}</p>
 {{range .Controllers}}{{$c := .Name}}
 <h2>{{.Name}}</h2>
 <table><tr><th>workers</th><th>active</th><th>queue depth</th><th>reconciles</th><th>errors</th><th>terminal</th><th>panics</th><th>requeues</th><th>dead letters</th></tr>
 <tr><td>{{.Stats.Workers}}</td><td>{{.Stats.Active}}</td><td>{{.QueueDepth}}{{range $p, $n := .ByPriority}}<br><small>priority {{$p}}: {{$n}}</small>{{end}}</td><td>{{.Stats.Reconciles}}</td><td>{{.Stats.Errors}}</td><td>{{.Stats.Terminal}}</td><td>{{.Stats.Panics}}</td><td>{{.Stats.Requeues}}</td><td>{{len .DeadLetters}}</td></tr></table>
-{{if .DeadLetters}}<form method="post" action="/debug/skiff/replay"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="all" value="true"><button>replay all</button></form>
+{{if .DeadLetters}}{{if $.ReplayToken}}<form method="post" action="/debug/skiff/replay"><input type="hidden" name="csrf_token" value="{{$.ReplayToken}}"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="all" value="true"><button>replay all</button></form>{{end}}
 <table><tr><th>key</th><th>attempts</th><th>last error</th><th>first failure</th><th>last failure</th><th></th></tr>
 {{range .DeadLetters}}<tr><td>{{.Key}}</td><td>{{.Attempts}}</td><td>{{.LastError}}</td><td>{{.FirstFailure.Format "2006-01-02 15:04:05"}}</td><td>{{.LastFailure.Format "2006-01-02 15:04:05"}}</td>
-<td><form method="post" action="/debug/skiff/replay"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="key" value="{{.Key}}"><button>replay</button></form></td></tr>
+<td>{{if $.ReplayToken}}<form method="post" action="/debug/skiff/replay"><input type="hidden" name="csrf_token" value="{{$.ReplayToken}}"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="key" value="{{.Key}}"><button>replay</button></form>{{end}}</td></tr>
 {{end}}</table>{{end}}
 {{else}}<p>no controllers</p>{{end}}
 </body></html>

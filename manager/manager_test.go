@@ -16,6 +16,7 @@ import (
 
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/manager"
+	"github.com/skiffkit/skiff/testenv"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -49,13 +50,7 @@ func (f *fakeCache) WaitForSync(ctx context.Context) error {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, func() (bool, error) { return cond(), nil })
 }
 
 func get(t *testing.T, u string) (int, string) {
@@ -92,10 +87,7 @@ func TestStartOrderEndpointsAndDeadLetterReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics, err := controller.NewMetrics(m.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	metrics := m.Metrics().Controllers
 	cache := newFakeCache()
 	var reconciledBeforeSync atomic.Bool
 	var healthy atomic.Bool

@@ -130,12 +130,12 @@ func TestSampleController(t *testing.T) {
 	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	terminalBefore := controllerStats(mgr).Terminal
 	thief := &samplecontroller.Foo{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "thief"},
 		Spec: samplecontroller.FooSpec{DeploymentName: "taken", Replicas: ptr.To[int32](5)}}
 	if err := c.Create(ctx, thief); err != nil {
 		t.Fatal(err)
 	}
-	terminalBefore := controllerStats(mgr).Terminal
 	eventually(t, "the foreign deployment refused as a terminal error", func() (bool, error) {
 		return controllerStats(mgr).Terminal > terminalBefore, nil
 	})

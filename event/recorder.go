@@ -29,8 +29,10 @@
 // Errors from the API server (forbidden, namespace terminating, timeouts)
 // are logged and counted (result="failed"), never retried in a loop: a
 // failed write is tried again only if the same series occurs again, and at
-// most once per SeriesUpdateInterval. An update that finds its Event deleted
-// creates a new one carrying the series.
+// most once per SeriesUpdateInterval. When a series update finds its Event
+// deleted, the series' next write (after a new occurrence) creates a new
+// Event carrying the count. A write cut short by Run's ctx ending counts as
+// failed.
 package event
 
 import (
@@ -75,7 +77,9 @@ var ErrBufferFull = errors.New("event buffer full: event dropped")
 // Options configure a Recorder. Config and Controller are required.
 type Options struct {
 	// Config is where Events are written (through a typed clientset built
-	// from it). Required.
+	// from it). Its rate limits apply: client-go's default when QPS and Burst
+	// are unset, 5 per second with bursts of 10, bounds the load events put
+	// on the API server. Required.
 	Config *rest.Config
 	// Controller is the Events' reportingController: a qualified name such
 	// as "example.com/foo-operator" (an optional DNS-subdomain prefix and

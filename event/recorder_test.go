@@ -312,8 +312,8 @@ func TestRunStopsAndCountsLeftovers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, calls := fakeClient()
 		r := testRecorder(t, Options{}, c)
-		for range 3 {
-			if err := r.Event(cm, Normal, "R", "A", ""); err != nil {
+		for i := range 3 {
+			if err := r.Event(cm, Normal, fmt.Sprintf("R%d", i), "A", ""); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -95,7 +95,7 @@ func truncateNote(note string) string {
 	return note[:cut] + truncatedMarker
 }
 
-// maxNameBase keeps "<base>." within the 58 characters the API server's
+// maxNameBase keeps "<base>-" within the 58 characters the API server's
 // name generator uses before it appends its 5 random characters, so the
 // server never cuts the base itself.
 const maxNameBase = 57
@@ -121,5 +121,5 @@ func namePrefix(name string) string {
 	if base == "" {
 		base = "event"
 	}
-	return base + "."
+	return base + "-"
 }

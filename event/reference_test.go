@@ -125,19 +125,22 @@ func TestTruncateNote(t *testing.T) {
 
 func TestNamePrefix(t *testing.T) {
 	tests := []struct{ in, want string }{
-		{"my-app", "my-app."},
-		{"My.App", "my-app."},
-		{"system:controller:foo", "system-controller-foo."},
-		{"--x--", "x."},
-		{"::", "event."},
-		{strings.Repeat("a", 300), strings.Repeat("a", maxNameBase) + "."},
-		{strings.Repeat("a", maxNameBase-1) + ".b", strings.Repeat("a", maxNameBase-1) + "."},
-		{"ünïcode", "n-code."},
+		{"my-app", "my-app-"},
+		{"My.App", "my-app-"},
+		{"system:controller:foo", "system-controller-foo-"},
+		{"--x--", "x-"},
+		{"::", "event-"},
+		{strings.Repeat("a", 300), strings.Repeat("a", maxNameBase) + "-"},
+		{strings.Repeat("a", maxNameBase-1) + ".b", strings.Repeat("a", maxNameBase-1) + "-"},
+		{"ünïcode", "n-code-"},
 	}
 	for _, tt := range tests {
 		got := namePrefix(tt.in)
 		if got != tt.want {
 			t.Errorf("namePrefix(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if msgs := content.IsDNS1123Subdomain(strings.TrimSuffix(got, "-") + "a"); len(msgs) > 0 {
+			t.Errorf("namePrefix(%q) = %q is not a valid generateName (a DNS subdomain but for the trailing '-'): %v", tt.in, got, msgs)
 		}
 		if msgs := content.IsDNS1123Subdomain(got + "x7k2p"); len(msgs) > 0 {
 			t.Errorf("namePrefix(%q)+suffix = %q is not a DNS subdomain: %v", tt.in, got+"x7k2p", msgs)
@@ -153,6 +156,9 @@ func FuzzNamePrefix(f *testing.F) {
 		got := namePrefix(name)
 		if len(got) > maxNameBase+1 {
 			t.Fatalf("namePrefix(%q) = %q longer than %d", name, got, maxNameBase+1)
+		}
+		if msgs := content.IsDNS1123Subdomain(strings.TrimSuffix(got, "-") + "a"); len(msgs) > 0 {
+			t.Fatalf("namePrefix(%q) = %q is not a valid generateName: %v", name, got, msgs)
 		}
 		if msgs := content.IsDNS1123Subdomain(got + "x7k2p"); len(msgs) > 0 {
 			t.Fatalf("namePrefix(%q)+suffix = %q: %v", name, got+"x7k2p", msgs)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
@@ -17,7 +18,7 @@ const (
 )
 
 func occ(name, reason string, at time.Duration) occurrence {
-	ref := corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: "ns", Name: name, UID: "uid-" + "name"}
+	ref := corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: "ns", Name: name, UID: types.UID("uid-" + name)}
 	return occurrence{
 		key: key{apiVersion: ref.APIVersion, kind: ref.Kind, namespace: ref.Namespace, name: name, uid: ref.UID, typ: Normal, reason: reason, action: "Act"},
 		ref: ref,

@@ -38,8 +38,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +57,7 @@ import (
 	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/event"
 	"github.com/skiffkit/skiff/queue"
 )
 
@@ -130,6 +134,11 @@ type Options struct {
 	// KeepKlog leaves klog (client-go's logger) alone. Default false: klog
 	// is routed to Logger through a logr bridge, so one process has one log.
 	KeepKlog bool
+	// Name names this program in the Events it records (their
+	// reportingController): a qualified name such as
+	// "example.com/my-operator". Default "skiff.dev/" + the executable's
+	// base name.
+	Name string
 }
 
 // Manager owns caches, controllers and servers. Create it with New, Add
@@ -139,8 +148,9 @@ type Manager struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
-	client    *client.Client // nil without Config
-	configErr error          // why there is no Config, if none was given or found
+	client    *client.Client  // nil without Config
+	events    *event.Recorder // nil without Config
+	configErr error           // why there is no Config, if none was given or found
 	factory   *cache.Factory
 	metrics   Metrics
 
@@ -215,6 +225,16 @@ func New(o Options) (*Manager, error) {
 			return nil, fmt.Errorf("manager: %w", err)
 		}
 	}
+	if o.Config != nil {
+		name := o.Name
+		if name == "" {
+			name = defaultName()
+		}
+		m.events, err = event.New(event.Options{Config: o.Config, Controller: name, Scheme: o.Scheme, Registerer: o.Registry, Logger: o.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("manager: event recorder: %w", err)
+		}
+	}
 	if !o.KeepKlog {
 		klog.SetLogger(logr.FromSlogHandler(o.Logger.Handler()))
 	}
@@ -240,6 +260,29 @@ func (m *Manager) Metrics() Metrics { return m.metrics }
 // later (a Get of a type with no informer yet does not create one) start at
 // once, and reads wait for their sync.
 func (m *Manager) Client() *client.Client { return m.client }
+
+// EventRecorder records events.k8s.io/v1 Events about objects, reported
+// by Options.Name; the manager runs it from Start until everything else has
+// stopped. Nil when there is no Config. Recording never blocks (see
+// event.Recorder).
+func (m *Manager) EventRecorder() *event.Recorder { return m.events }
+
+// defaultName is "skiff.dev/" + the executable's base name, reduced to what
+// a reportingController allows.
+func defaultName() string {
+	base := strings.ToLower(filepath.Base(os.Args[0]))
+	var b strings.Builder
+	for _, r := range base {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' || r == '_' || r == '.' {
+			b.WriteRune(r)
+		}
+	}
+	name := strings.Trim(b.String(), "-_.")
+	if name == "" {
+		name = "controller"
+	}
+	return "skiff.dev/" + name[:min(len(name), 63)]
+}
 
 // ConfigError says why the manager has no Config (none given, and none
 // found by client.LoadConfig); nil when it has one.
@@ -338,6 +381,14 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 			err = serr
 		}
 	}()
+
+	// Events are written until everything that records them has stopped.
+	if m.events != nil {
+		evCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
+		evDone := make(chan struct{})
+		go func() { m.events.Run(evCtx); close(evDone) }()
+		defer func() { stopEvents(); <-evDone }()
+	}
 
 	// 3. caches stop after controllers and the lease.
 	cacheCtx, stopCaches := context.WithCancel(context.WithoutCancel(ctx))

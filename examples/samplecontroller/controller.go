@@ -7,7 +7,7 @@
 // The original needs generated clientsets, listers and informers, a
 // hand-written work queue loop and an event broadcaster (about 300 lines of
 // controller.go plus main.go). Here it is a typed reconciler over the typed
-// client and the builder.
+// client and the builder, recording the same Events (events.k8s.io/v1).
 package samplecontroller
 
 import (
@@ -24,6 +24,7 @@ import (
 	"github.com/skiffkit/skiff/builder"
 	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/event"
 	"github.com/skiffkit/skiff/manager"
 )
 
@@ -32,14 +33,21 @@ import (
 //go:embed config/crd.yaml
 var CRD []byte
 
+// Reasons of the Events the controller records, as sample-controller's.
+const (
+	ReasonSynced         = "Synced"
+	ReasonResourceExists = "ErrResourceExists"
+)
+
 // Reconciler reconciles one Foo.
 type Reconciler struct {
 	Client *client.Client
+	Events *event.Recorder
 }
 
 // Setup registers the controller with mgr (whose scheme must know Foo).
 func Setup(mgr *manager.Manager) error {
-	_, err := builder.Build(mgr, &Reconciler{Client: mgr.Client()},
+	_, err := builder.Build(mgr, &Reconciler{Client: mgr.Client(), Events: mgr.EventRecorder()},
 		builder.For[*Foo](),
 		builder.Owns[*appsv1.Deployment](),
 	)
@@ -70,7 +78,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req controller.Request) (con
 		return controller.Result{}, err
 	}
 	if !metav1.IsControlledBy(dep, foo) {
-		return controller.Result{}, controller.Terminal(fmt.Errorf("deployment %s already exists and is not managed by Foo %s", key, foo.Name))
+		err := fmt.Errorf("deployment %s already exists and is not managed by Foo %s", key, foo.Name)
+		r.Events.Event(foo, event.Warning, ReasonResourceExists, "Sync", err.Error())
+		return controller.Result{}, controller.Terminal(err)
 	}
 	if foo.Spec.Replicas != nil && (dep.Spec.Replicas == nil || *foo.Spec.Replicas != *dep.Spec.Replicas) {
 		dep.Spec.Replicas = foo.Spec.Replicas
@@ -84,6 +94,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req controller.Request) (con
 			return controller.Result{}, err
 		}
 	}
+	r.Events.Event(foo, event.Normal, ReasonSynced, "Sync", "Foo synced successfully")
 	return controller.Result{}, nil
 }
 

@@ -142,6 +142,19 @@ func TestSampleController(t *testing.T) {
 	if d, err := cs.AppsV1().Deployments(ns).Get(ctx, "taken", metav1.GetOptions{}); err != nil || *d.Spec.Replicas != 1 || len(d.OwnerReferences) != 0 {
 		t.Fatalf("the foreign deployment was changed: %+v, %v", d, err)
 	}
+	// The same Events as sample-controller, as events.k8s.io/v1.
+	eventually(t, "Synced and ErrResourceExists events", func() (bool, error) {
+		evs, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		var synced, exists bool
+		for _, e := range evs.Items {
+			synced = synced || e.Reason == samplecontroller.ReasonSynced && e.Regarding.Name == "example-foo" && e.Regarding.Kind == "Foo" && e.Type == "Normal"
+			exists = exists || e.Reason == samplecontroller.ReasonResourceExists && e.Regarding.Name == "thief" && e.Type == "Warning"
+		}
+		return synced && exists, nil
+	})
 
 	// Deleting the Foo removes its Deployment (garbage collector).
 	if err := c.Delete(ctx, foo); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -77,8 +78,14 @@ func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], er
 	}
 	src := cache.RESTSource[T](m.rc, m.gvr, scope)
 	name := src.Resource
-	if scope != (cache.Scope{}) {
-		name += " " + scope.String()
+	var parts []string
+	for _, p := range [][2]string{{"namespace", scope.Namespace}, {"labels", scope.LabelSelector}, {"fields", scope.FieldSelector}} {
+		if p[1] != "" {
+			parts = append(parts, p[0]+"="+p[1])
+		}
+	}
+	if len(parts) > 0 {
+		name += " (" + strings.Join(parts, ", ") + ")"
 	}
 	inf := cache.InformerFor(c.factory, src, cache.Options[T]{Name: name, Metrics: c.imet})
 	c.mu.Lock()

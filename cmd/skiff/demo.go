@@ -135,7 +135,7 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	if err := foo.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("build the scheme: %w", err)
 	}
-	mgr, err := manager.New(manager.Options{Config: opCfg, Scheme: scheme, Addr: d.addr, Logger: logger})
+	mgr, err := manager.New(manager.Options{Config: opCfg, Scheme: scheme, Addr: d.addr, Logger: logger, EnableReplay: true}) // loopback by default; the replay form is CSRF-guarded
 	if err != nil {
 		return err
 	}

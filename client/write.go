@@ -154,10 +154,12 @@ func (c *Client) sendPatch(ctx context.Context, obj Object, sub string, pt types
 
 // Apply sends obj as a server-side apply configuration with the field
 // manager given by FieldOwner (required), and updates obj with the result.
-// Only fields obj sets are applied: build obj from scratch with just the
+// The configuration is obj as JSON: build obj from scratch with just the
 // fields this manager owns, not from a fetched object (that would claim
-// every field). Status is ignored by resources with a status subresource;
-// use ApplyStatus.
+// every field). Beware Go types whose zero fields serialise anyway (fields
+// without omitempty, such as a Deployment's pod template containers): they
+// are sent, and so claimed or rejected, too. Status is ignored by resources
+// with a status subresource; use ApplyStatus.
 func (c *Client) Apply(ctx context.Context, obj Object, opts ...WriteOption) error {
 	return c.apply(ctx, obj, "", opts)
 }

@@ -62,8 +62,9 @@ type Queue[K comparable] struct {
 	timerDeadline int64
 
 	shuttingDown bool
-	draining     bool
+	draining     bool          // ShutDownWithDrain came first and no ShutDown since
 	drained      chan struct{} // closed once shut down with nothing ready or processing
+	drainStop    chan struct{} // closed by ShutDown to end the waiting ShutDownWithDrains
 
 	fails map[K]*failure // only when maxFailures > 0
 	dead  map[K]*DeadLetter[K]
@@ -360,8 +361,10 @@ func (q *Queue[K]) TryGet() (K, bool) {
 // Get blocks until a key is ready, marks it as processing and returns it. The
 // caller must call Done(key) when finished with it; until then no other Get
 // returns the same key. Get returns ctx.Err() if ctx is done first (even if a
-// key is ready), and ErrShutDown once the queue is shut down (after
-// ShutDownWithDrain: once nothing ready is left).
+// key is ready), and ErrShutDown once the queue is shut down and has nothing
+// more to hand out: after ShutDown at once; during ShutDownWithDrain once no
+// key is ready and no key being processed was added again meanwhile (its
+// Done would requeue it, so Get waits for that Done). See ShutDownWithDrain.
 func (q *Queue[K]) Get(ctx context.Context) (K, error) {
 	var zero K
 	if err := ctx.Err(); err != nil {
@@ -400,7 +403,7 @@ func (q *Queue[K]) getLocked(ctx context.Context) (K, error) {
 			q.mu.Unlock()
 			return k, nil
 		}
-		if q.shuttingDown && (!q.draining || len(q.processing) == 0) {
+		if q.exhaustedLocked() {
 			q.leaveLocked(w)
 			q.mu.Unlock()
 			return zero, ErrShutDown
@@ -434,6 +437,9 @@ func (q *Queue[K]) takeLocked() (K, bool) {
 	e := &q.entries[i]
 	e.procIdx = int32(len(q.processing))
 	q.processing = append(q.processing, i)
+	if q.draining && q.exhaustedLocked() {
+		q.wakeAllLocked() // the last key of the drain: the other Gets end
+	}
 	if q.m != nil {
 		if now == 0 {
 			now = q.now()
@@ -567,16 +573,14 @@ func (q *Queue[K]) doneLocked(key K, signal bool) {
 		now = q.now()
 		q.m.work.Observe(time.Duration(now - e.startedAt).Seconds())
 	}
-	if e.dirty {
+	if e.dirty { // never after ShutDown, which clears it; kept by a drain
 		e.dirty = false
-		if !q.shuttingDown || q.draining {
-			if now == 0 {
-				now = q.now()
-			}
-			q.pushReady(i, e.dirtyPrio, now)
-			if signal {
-				q.signalOne()
-			}
+		if now == 0 {
+			now = q.now()
+		}
+		q.pushReady(i, e.dirtyPrio, now)
+		if signal {
+			q.signalOne()
 		}
 	}
 	q.release(i)

@@ -1,93 +1,90 @@
 package queue
 
-// The waiting set is a binary heap ordered by deadline, then seq. The sort
-// keys are copied into the heap slots so comparisons stay in the heap's own
-// contiguous memory instead of chasing entries; each entry records its
-// position (waitIdx) so updates and removals are O(log n) without searching.
-
-// waitSlot is one element of the waiting heap: entry i with copies of its
-// deadline and seq.
-type waitSlot struct {
-	deadline int64
-	seq      uint64
-	i        int32
+// heap is a binary min-heap of E kept in a slice, ordered by O. It tells O
+// where each element is (moved) after every move, so an element can be fixed
+// or removed in O(log n) without a search. The queue has two: the waiting
+// keys by deadline (waitOrder) and the heads of the ready buckets
+// (readyOrder).
+type heap[E any, O heapOrder[E]] struct {
+	s   []E
+	ord O
 }
 
-func waitLess(a, b *waitSlot) bool {
-	if a.deadline != b.deadline {
-		return a.deadline < b.deadline
-	}
-	return a.seq < b.seq
+// heapOrder orders a heap's elements and records their positions.
+type heapOrder[E any] interface {
+	less(a, b E) bool
+	moved(x E, j int32) // x is now at s[j]; j is -1 once removed
 }
 
-func (q *Queue[K]) waitUp(j int) {
-	h := q.waiting
-	x := h[j]
+func (h *heap[E, O]) len() int { return len(h.s) }
+
+func (h *heap[E, O]) push(x E) {
+	h.s = append(h.s, x)
+	h.up(len(h.s) - 1)
+}
+
+// up moves the element at j towards the root until its parent is not greater.
+func (h *heap[E, O]) up(j int) {
+	s := h.s
+	x := s[j]
 	for j > 0 {
 		p := (j - 1) / 2
-		if !waitLess(&x, &h[p]) {
+		if !h.ord.less(x, s[p]) {
 			break
 		}
-		h[j] = h[p]
-		q.entries[h[j].i].waitIdx = int32(j)
+		s[j] = s[p]
+		h.ord.moved(s[j], int32(j))
 		j = p
 	}
-	h[j] = x
-	q.entries[x.i].waitIdx = int32(j)
+	s[j] = x
+	h.ord.moved(x, int32(j))
 }
 
-func (q *Queue[K]) waitDown(j int) {
-	h := q.waiting
-	n := len(h)
-	x := h[j]
+// down moves the element at j towards the leaves until no child is smaller.
+func (h *heap[E, O]) down(j int) {
+	s := h.s
+	n := len(s)
+	x := s[j]
 	for {
 		c := 2*j + 1
 		if c >= n {
 			break
 		}
-		if r := c + 1; r < n && waitLess(&h[r], &h[c]) {
+		if r := c + 1; r < n && h.ord.less(s[r], s[c]) {
 			c = r
 		}
-		if !waitLess(&h[c], &x) {
+		if !h.ord.less(s[c], x) {
 			break
 		}
-		h[j] = h[c]
-		q.entries[h[j].i].waitIdx = int32(j)
+		s[j] = s[c]
+		h.ord.moved(s[j], int32(j))
 		j = c
 	}
-	h[j] = x
-	q.entries[x.i].waitIdx = int32(j)
+	s[j] = x
+	h.ord.moved(x, int32(j))
 }
 
-// waitPush adds entry i, whose deadline and seq are set.
-func (q *Queue[K]) waitPush(i int32) {
-	e := &q.entries[i]
-	q.waiting = append(q.waiting, waitSlot{deadline: e.deadline, seq: e.seq, i: i})
-	q.waitUp(len(q.waiting) - 1)
-}
-
-// waitEarlier moves entry i up after its deadline was lowered.
-func (q *Queue[K]) waitEarlier(i int32) {
-	e := &q.entries[i]
-	q.waiting[e.waitIdx].deadline = e.deadline
-	q.waitUp(int(e.waitIdx))
-}
-
-// waitRemove removes the slot at heap position j and returns its entry.
-func (q *Queue[K]) waitRemove(j int) int32 {
-	h := q.waiting
-	i := h[j].i
-	last := len(h) - 1
-	if j != last {
-		h[j] = h[last]
-		q.entries[h[j].i].waitIdx = int32(j)
+// fix restores the order after the element at j changed.
+func (h *heap[E, O]) fix(j int) {
+	if j > 0 && h.ord.less(h.s[j], h.s[(j-1)/2]) {
+		h.up(j)
+	} else {
+		h.down(j)
 	}
-	q.waiting = h[:last]
+}
+
+// remove takes out the element at j and returns it.
+func (h *heap[E, O]) remove(j int) E {
+	s := h.s
+	x := s[j]
+	last := len(s) - 1
+	s[j] = s[last]
+	var zero E
+	s[last] = zero
+	h.s = s[:last]
 	if j != last {
-		moved := h[j].i
-		q.waitDown(j)
-		q.waitUp(int(q.entries[moved].waitIdx))
+		h.fix(j)
 	}
-	q.entries[i].waitIdx = -1
-	return i
+	h.ord.moved(x, -1)
+	return x
 }

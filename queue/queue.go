@@ -42,14 +42,14 @@ type Queue[K comparable] struct {
 	// processing, never dirty). processing holds keys handed out by Get and
 	// not yet Done.
 	nready      int
-	heads       []int32
+	heads       heap[int32, readyOrder[K]]
 	buckets     []bucket
 	bucketOf    map[int]int32
 	freeBuckets []int32
 	lastBucket  int32 // bucket of the last lookup, -1 if none
 	liveBuckets int   // non-empty buckets
 
-	waiting    []waitSlot
+	waiting    heap[waitSlot, waitOrder[K]]
 	processing []int32
 
 	// waiters are Gets blocked for lack of a ready key. A waiter is removed
@@ -109,6 +109,8 @@ func New[K comparable](o Options[K]) *Queue[K] {
 		lastBucket:  -1,
 		drained:     make(chan struct{}),
 	}
+	q.waiting.ord.q = q
+	q.heads.ord.q = q
 	if q.clock == nil {
 		q.clock = RealClock{}
 	}
@@ -202,7 +204,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 		}
 		e.backoff = false
 		prio = max(prio, e.waitPrio)
-		q.waitRemove(int(e.waitIdx))
+		q.waiting.remove(int(e.waitIdx))
 	}
 	if backoff && e.dirty && after > 0 {
 		// A failure folds the adds that arrived during the failed attempt
@@ -220,7 +222,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 	if e.waitIdx >= 0 { // now is earlier than any deadline
 		prio = max(prio, e.waitPrio)
 		e.backoff = false
-		q.waitRemove(int(e.waitIdx))
+		q.waiting.remove(int(e.waitIdx))
 	}
 	switch {
 	case e.procIdx >= 0:
@@ -238,37 +240,6 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 			now = q.now()
 		}
 		q.pushReady(i, prio, now)
-		q.signalOne()
-	}
-}
-
-func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff bool) {
-	e := &q.entries[i]
-	switch {
-	case e.bucket != noBucket:
-		if prio > e.readyPrio {
-			q.setReadyPrio(i, prio)
-		}
-		return
-	case e.dirty:
-		e.dirtyPrio = max(e.dirtyPrio, prio)
-		return
-	case e.waitIdx >= 0:
-		e.waitPrio = max(e.waitPrio, prio)
-		e.backoff = e.backoff || backoff
-		if deadline >= e.deadline {
-			return
-		}
-		e.deadline = deadline
-		q.waitEarlier(i)
-	default:
-		e.waitPrio, e.deadline, e.backoff = prio, deadline, backoff
-		e.seq = q.seq
-		q.seq++
-		q.waitPush(i)
-	}
-	// A new earliest deadline needs a waiter to arm a timer for it.
-	if e.waitIdx == 0 && len(q.waiters) > 0 && (q.timerHolder == nil || deadline < q.timerDeadline) {
 		q.signalOne()
 	}
 }
@@ -329,25 +300,6 @@ func (q *Queue[K]) setReadyPrio(i int32, prio int) {
 	q.removeReady(i)
 	q.entries[i].readyPrio = prio
 	q.insertReady(i) // readyAt and seq are kept
-}
-
-// promoteDue moves every waiting key whose deadline is at or before now to
-// ready (or marks it dirty if it is being processed).
-func (q *Queue[K]) promoteDue(now int64) {
-	for len(q.waiting) > 0 {
-		if q.waiting[0].deadline > now {
-			return
-		}
-		i := q.waiting[0].i
-		e := &q.entries[i]
-		q.waitRemove(0)
-		e.backoff = false
-		if e.procIdx >= 0 {
-			e.dirty, e.dirtyPrio = true, e.waitPrio
-			continue
-		}
-		q.pushReady(i, e.waitPrio, e.deadline)
-	}
 }
 
 // TryGet is Get without blocking: it returns false if no key is ready now or
@@ -426,7 +378,7 @@ func (q *Queue[K]) takeLocked() (K, bool) {
 		return zero, false
 	}
 	var now int64
-	if len(q.waiting) > 0 {
+	if q.waiting.len() > 0 {
 		now = q.now()
 		q.promoteDue(now)
 	}
@@ -465,8 +417,8 @@ func (q *Queue[K]) sleepLocked(ctx context.Context, w *waiter) *waiter {
 	q.waiters = append(q.waiters, w)
 	var t Timer
 	var tc <-chan time.Time
-	if len(q.waiting) > 0 {
-		d := q.waiting[0].deadline
+	if q.waiting.len() > 0 {
+		d := q.waiting.s[0].deadline
 		if q.timerHolder == nil || d < q.timerDeadline {
 			q.timerHolder, q.timerDeadline = w, d
 			t = q.timer(time.Duration(d - q.now()))
@@ -527,7 +479,7 @@ func (q *Queue[K]) leaveLocked(w *waiter) {
 	if w != nil {
 		q.idleWaiters = append(q.idleWaiters, w)
 	}
-	if len(q.waiters) > 0 && (q.nready > 0 || (len(q.waiting) > 0 && q.timerHolder == nil)) {
+	if len(q.waiters) > 0 && (q.nready > 0 || (q.waiting.len() > 0 && q.timerHolder == nil)) {
 		q.signalOne()
 	}
 }
@@ -592,7 +544,7 @@ func (q *Queue[K]) doneLocked(key K, signal bool) {
 func (q *Queue[K]) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.waiting) > 0 {
+	if q.waiting.len() > 0 {
 		q.promoteDue(q.now())
 	}
 	return q.nready
@@ -604,7 +556,7 @@ func (q *Queue[K]) Len() int {
 func (q *Queue[K]) LenByPriority() map[int]int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.waiting) > 0 {
+	if q.waiting.len() > 0 {
 		q.promoteDue(q.now())
 	}
 	out := make(map[int]int)

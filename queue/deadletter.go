@@ -109,7 +109,7 @@ func (q *Queue[K]) recordFailureLocked(key K, now time.Time, err error) bool {
 			}
 		}
 		if e.waitIdx >= 0 {
-			q.waiting.remove(int(e.waitIdx))
+			q.waitRemove(int(e.waitIdx))
 		}
 		q.release(i)
 	}

@@ -12,12 +12,12 @@ func (q *Queue[K]) CheckInvariants() error {
 	if err := q.checkReadyLocked(); err != nil {
 		return err
 	}
-	for j := range q.waiting.s {
-		w := &q.waiting.s[j]
+	for j := range q.waiting {
+		w := &q.waiting[j]
 		if e := &q.entries[w.i]; int(e.waitIdx) != j || e.deadline != w.deadline || e.seq != w.seq {
 			return fmt.Errorf("waiting[%d] = %+v, entry has waitIdx %d deadline %d seq %d", j, *w, e.waitIdx, e.deadline, e.seq)
 		}
-		if j > 0 && q.waiting.ord.less(*w, q.waiting.s[(j-1)/2]) {
+		if j > 0 && waitLess(w, &q.waiting[(j-1)/2]) {
 			return fmt.Errorf("waiting heap order broken at %d", j)
 		}
 	}
@@ -61,12 +61,12 @@ func (q *Queue[K]) Waiters() int {
 // loose keys are in heads; heads is a heap; the counts agree.
 func (q *Queue[K]) checkReadyLocked() error {
 	inHeads := 0
-	for j, i := range q.heads.s {
+	for j, i := range q.heads {
 		e := &q.entries[i]
 		if int(e.hpos) != j {
 			return fmt.Errorf("heads[%d] says hpos %d", j, e.hpos)
 		}
-		if j > 0 && q.readyLess(i, q.heads.s[(j-1)/2]) {
+		if j > 0 && q.readyLess(i, q.heads[(j-1)/2]) {
 			return fmt.Errorf("heads heap order broken at %d", j)
 		}
 		switch {

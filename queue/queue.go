@@ -42,14 +42,14 @@ type Queue[K comparable] struct {
 	// processing, never dirty). processing holds keys handed out by Get and
 	// not yet Done.
 	nready      int
-	heads       heap[int32, readyOrder[K]]
+	heads       []int32
 	buckets     []bucket
 	bucketOf    map[int]int32
 	freeBuckets []int32
 	lastBucket  int32 // bucket of the last lookup, -1 if none
 	liveBuckets int   // non-empty buckets
 
-	waiting    heap[waitSlot, waitOrder[K]]
+	waiting    []waitSlot
 	processing []int32
 
 	// waiters are Gets blocked for lack of a ready key. A waiter is removed
@@ -109,8 +109,6 @@ func New[K comparable](o Options[K]) *Queue[K] {
 		lastBucket:  -1,
 		drained:     make(chan struct{}),
 	}
-	q.waiting.ord.q = q
-	q.heads.ord.q = q
 	if q.clock == nil {
 		q.clock = RealClock{}
 	}
@@ -204,7 +202,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 		}
 		e.backoff = false
 		prio = max(prio, e.waitPrio)
-		q.waiting.remove(int(e.waitIdx))
+		q.waitRemove(int(e.waitIdx))
 	}
 	if backoff && e.dirty && after > 0 {
 		// A failure folds the adds that arrived during the failed attempt
@@ -222,7 +220,7 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 	if e.waitIdx >= 0 { // now is earlier than any deadline
 		prio = max(prio, e.waitPrio)
 		e.backoff = false
-		q.waiting.remove(int(e.waitIdx))
+		q.waitRemove(int(e.waitIdx))
 	}
 	switch {
 	case e.procIdx >= 0:
@@ -378,7 +376,7 @@ func (q *Queue[K]) takeLocked() (K, bool) {
 		return zero, false
 	}
 	var now int64
-	if q.waiting.len() > 0 {
+	if len(q.waiting) > 0 {
 		now = q.now()
 		q.promoteDue(now)
 	}
@@ -417,8 +415,8 @@ func (q *Queue[K]) sleepLocked(ctx context.Context, w *waiter) *waiter {
 	q.waiters = append(q.waiters, w)
 	var t Timer
 	var tc <-chan time.Time
-	if q.waiting.len() > 0 {
-		d := q.waiting.s[0].deadline
+	if len(q.waiting) > 0 {
+		d := q.waiting[0].deadline
 		if q.timerHolder == nil || d < q.timerDeadline {
 			q.timerHolder, q.timerDeadline = w, d
 			t = q.timer(time.Duration(d - q.now()))
@@ -479,7 +477,7 @@ func (q *Queue[K]) leaveLocked(w *waiter) {
 	if w != nil {
 		q.idleWaiters = append(q.idleWaiters, w)
 	}
-	if len(q.waiters) > 0 && (q.nready > 0 || (q.waiting.len() > 0 && q.timerHolder == nil)) {
+	if len(q.waiters) > 0 && (q.nready > 0 || (len(q.waiting) > 0 && q.timerHolder == nil)) {
 		q.signalOne()
 	}
 }
@@ -544,7 +542,7 @@ func (q *Queue[K]) doneLocked(key K, signal bool) {
 func (q *Queue[K]) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.waiting.len() > 0 {
+	if len(q.waiting) > 0 {
 		q.promoteDue(q.now())
 	}
 	return q.nready
@@ -556,7 +554,7 @@ func (q *Queue[K]) Len() int {
 func (q *Queue[K]) LenByPriority() map[int]int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.waiting.len() > 0 {
+	if len(q.waiting) > 0 {
 		q.promoteDue(q.now())
 	}
 	out := make(map[int]int)

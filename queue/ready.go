@@ -48,12 +48,6 @@ func (q *Queue[K]) readyLess(a, b int32) bool {
 	return ea.seq < eb.seq
 }
 
-// readyOrder orders the heap of bucket heads and loose keys by readyLess.
-type readyOrder[K comparable] struct{ q *Queue[K] }
-
-func (o readyOrder[K]) less(a, b int32) bool   { return o.q.readyLess(a, b) }
-func (o readyOrder[K]) moved(i int32, j int32) { o.q.entries[i].hpos = j }
-
 // bucketFor returns the index of the bucket of priority prio, creating it if
 // needed.
 func (q *Queue[K]) bucketFor(prio int) int32 {
@@ -105,7 +99,7 @@ func (q *Queue[K]) insertReady(i int32) {
 		b.head, b.tail, b.n = i, i, 1
 		q.liveBuckets++
 		e.bucket, e.prev, e.next = bi, -1, -1
-		q.heads.push(i)
+		q.headsPush(i)
 		return
 	}
 	t := &q.entries[b.tail]
@@ -117,7 +111,7 @@ func (q *Queue[K]) insertReady(i int32) {
 		return
 	}
 	e.bucket = looseBucket
-	q.heads.push(i)
+	q.headsPush(i)
 }
 
 // removeReady takes ready entry i out of the ready set.
@@ -127,7 +121,7 @@ func (q *Queue[K]) removeReady(i int32) {
 	bi := e.bucket
 	e.bucket = noBucket
 	if bi == looseBucket {
-		q.heads.remove(int(e.hpos))
+		q.headsRemove(int(e.hpos))
 		return
 	}
 	b := &q.buckets[bi]
@@ -144,20 +138,86 @@ func (q *Queue[K]) removeReady(i int32) {
 	// i was the head: its successor takes its place in the heap.
 	b.head = e.next
 	pos := int(e.hpos)
+	e.hpos = -1
 	if b.head < 0 {
 		q.liveBuckets--
-		q.heads.remove(pos)
+		q.headsRemoveAt(pos)
 		q.sweepBuckets()
 		return
 	}
-	e.hpos = -1
-	q.heads.s[pos] = b.head
-	q.heads.down(pos) // the successor is never better than the head was
+	q.heads[pos] = b.head
+	q.entries[b.head].hpos = int32(pos)
+	q.headsDown(pos) // the successor is never better than the head was
 }
 
 // popReady removes and returns the best ready entry; the set must not be empty.
 func (q *Queue[K]) popReady() int32 {
-	i := q.heads.s[0]
+	i := q.heads[0]
 	q.removeReady(i)
 	return i
+}
+
+func (q *Queue[K]) headsUp(j int) {
+	h := q.heads
+	x := h[j]
+	for j > 0 {
+		p := (j - 1) / 2
+		if !q.readyLess(x, h[p]) {
+			break
+		}
+		h[j] = h[p]
+		q.entries[h[j]].hpos = int32(j)
+		j = p
+	}
+	h[j] = x
+	q.entries[x].hpos = int32(j)
+}
+
+func (q *Queue[K]) headsDown(j int) {
+	h := q.heads
+	n := len(h)
+	x := h[j]
+	for {
+		c := 2*j + 1
+		if c >= n {
+			break
+		}
+		if r := c + 1; r < n && q.readyLess(h[r], h[c]) {
+			c = r
+		}
+		if !q.readyLess(h[c], x) {
+			break
+		}
+		h[j] = h[c]
+		q.entries[h[j]].hpos = int32(j)
+		j = c
+	}
+	h[j] = x
+	q.entries[x].hpos = int32(j)
+}
+
+func (q *Queue[K]) headsPush(i int32) {
+	q.heads = append(q.heads, i)
+	q.headsUp(len(q.heads) - 1)
+}
+
+// headsRemove removes the entry at heap position j.
+func (q *Queue[K]) headsRemove(j int) {
+	q.entries[q.heads[j]].hpos = -1
+	q.headsRemoveAt(j)
+}
+
+// headsRemoveAt closes the hole at heap position j.
+func (q *Queue[K]) headsRemoveAt(j int) {
+	h := q.heads
+	last := len(h) - 1
+	q.heads = h[:last]
+	if j == last {
+		return
+	}
+	moved := h[last]
+	h[j] = moved
+	q.entries[moved].hpos = int32(j)
+	q.headsDown(j)
+	q.headsUp(int(q.entries[moved].hpos))
 }

@@ -89,8 +89,8 @@ func (q *Queue[K]) ShuttingDown() bool {
 func (q *Queue[K]) shutDownLocked(drain bool) {
 	if !q.shuttingDown {
 		q.shuttingDown, q.draining = true, drain
-		for q.waiting.len() > 0 {
-			i := q.waiting.remove(q.waiting.len() - 1).i
+		for len(q.waiting) > 0 {
+			i := q.waitRemove(len(q.waiting) - 1)
 			q.entries[i].backoff = false
 			q.release(i)
 		}

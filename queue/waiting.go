@@ -1,10 +1,10 @@
 package queue
 
 // The waiting set holds keys with a future deadline (AddAfter, backoffs) in a
-// heap by deadline, then seq. The sort keys are copied into the heap slots so
-// comparisons stay in the heap's own contiguous memory instead of chasing
-// entries; each entry records its position (waitIdx) so updates and removals
-// are O(log n) without searching.
+// binary heap ordered by deadline, then seq. The sort
+// keys are copied into the heap slots so comparisons stay in the heap's own
+// contiguous memory instead of chasing entries; each entry records its
+// position (waitIdx) so updates and removals are O(log n) without searching.
 
 // waitSlot is one element of the waiting heap: entry i with copies of its
 // deadline and seq.
@@ -14,17 +14,51 @@ type waitSlot struct {
 	i        int32
 }
 
-// waitOrder orders the waiting heap by deadline, then seq.
-type waitOrder[K comparable] struct{ q *Queue[K] }
-
-func (waitOrder[K]) less(a, b waitSlot) bool {
+func waitLess(a, b *waitSlot) bool {
 	if a.deadline != b.deadline {
 		return a.deadline < b.deadline
 	}
 	return a.seq < b.seq
 }
 
-func (o waitOrder[K]) moved(x waitSlot, j int32) { o.q.entries[x.i].waitIdx = j }
+func (q *Queue[K]) waitUp(j int) {
+	h := q.waiting
+	x := h[j]
+	for j > 0 {
+		p := (j - 1) / 2
+		if !waitLess(&x, &h[p]) {
+			break
+		}
+		h[j] = h[p]
+		q.entries[h[j].i].waitIdx = int32(j)
+		j = p
+	}
+	h[j] = x
+	q.entries[x.i].waitIdx = int32(j)
+}
+
+func (q *Queue[K]) waitDown(j int) {
+	h := q.waiting
+	n := len(h)
+	x := h[j]
+	for {
+		c := 2*j + 1
+		if c >= n {
+			break
+		}
+		if r := c + 1; r < n && waitLess(&h[r], &h[c]) {
+			c = r
+		}
+		if !waitLess(&h[c], &x) {
+			break
+		}
+		h[j] = h[c]
+		q.entries[h[j].i].waitIdx = int32(j)
+		j = c
+	}
+	h[j] = x
+	q.entries[x.i].waitIdx = int32(j)
+}
 
 // addDelayedLocked schedules entry i to become ready at deadline with
 // priority prio, unless it already is ready or will be sooner.
@@ -46,13 +80,12 @@ func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff b
 			return
 		}
 		e.deadline = deadline
-		q.waiting.s[e.waitIdx].deadline = deadline
-		q.waiting.up(int(e.waitIdx))
+		q.waitEarlier(i)
 	default:
 		e.waitPrio, e.deadline, e.backoff = prio, deadline, backoff
 		e.seq = q.seq
 		q.seq++
-		q.waiting.push(waitSlot{deadline: deadline, seq: e.seq, i: i})
+		q.waitPush(i)
 	}
 	// A new earliest deadline needs a waiter to arm a timer for it.
 	if e.waitIdx == 0 && len(q.waiters) > 0 && (q.timerHolder == nil || deadline < q.timerDeadline) {
@@ -63,9 +96,13 @@ func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff b
 // promoteDue moves every waiting key whose deadline is at or before now to
 // ready (or marks it dirty if it is being processed).
 func (q *Queue[K]) promoteDue(now int64) {
-	for q.waiting.len() > 0 && q.waiting.s[0].deadline <= now {
-		i := q.waiting.remove(0).i
+	for len(q.waiting) > 0 {
+		if q.waiting[0].deadline > now {
+			return
+		}
+		i := q.waiting[0].i
 		e := &q.entries[i]
+		q.waitRemove(0)
 		e.backoff = false
 		if e.procIdx >= 0 {
 			e.dirty, e.dirtyPrio = true, e.waitPrio
@@ -73,4 +110,37 @@ func (q *Queue[K]) promoteDue(now int64) {
 		}
 		q.pushReady(i, e.waitPrio, e.deadline)
 	}
+}
+
+// waitPush adds entry i, whose deadline and seq are set.
+func (q *Queue[K]) waitPush(i int32) {
+	e := &q.entries[i]
+	q.waiting = append(q.waiting, waitSlot{deadline: e.deadline, seq: e.seq, i: i})
+	q.waitUp(len(q.waiting) - 1)
+}
+
+// waitEarlier moves entry i up after its deadline was lowered.
+func (q *Queue[K]) waitEarlier(i int32) {
+	e := &q.entries[i]
+	q.waiting[e.waitIdx].deadline = e.deadline
+	q.waitUp(int(e.waitIdx))
+}
+
+// waitRemove removes the slot at heap position j and returns its entry.
+func (q *Queue[K]) waitRemove(j int) int32 {
+	h := q.waiting
+	i := h[j].i
+	last := len(h) - 1
+	if j != last {
+		h[j] = h[last]
+		q.entries[h[j].i].waitIdx = int32(j)
+	}
+	q.waiting = h[:last]
+	if j != last {
+		moved := h[j].i
+		q.waitDown(j)
+		q.waitUp(int(q.entries[moved].waitIdx))
+	}
+	q.entries[i].waitIdx = -1
+	return i
 }

@@ -113,3 +113,136 @@ func TestConcurrentInvariants(t *testing.T) {
 	}
 	t.Logf("processed %d items", processed.Load())
 }
+
+// TestConcurrentDrain runs seeded rounds of a drain that starts while every
+// worker holds a key, some of them added again while processing (a pending
+// requeue), and workers that then race Done, Get and DoneAndGet with adds
+// that the drain must ignore. It checks that each key is processed exactly
+// once, plus once more if it was added again before the drain (nothing lost,
+// nothing extra), never by two workers at once, that every worker ends with
+// ErrShutDown and the drain with nil. Half of the rounds call ShutDown
+// during the drain instead: then the drain returns nil or ErrDrainStopped,
+// keys may be dropped but none is processed more than it should, and every
+// worker still ends.
+func TestConcurrentDrain(t *testing.T) {
+	s := seed(t)
+	r := rand.New(rand.NewPCG(s, 1))
+	for round := range 40 {
+		stopAfter := -1 // processed keys after which ShutDown ends the drain
+		if round%2 == 1 {
+			stopAfter = r.IntN(50)
+		}
+		drainRound(t, r.Uint64(), 2+r.IntN(7), r.IntN(200), stopAfter)
+		if t.Failed() {
+			t.Fatalf("round %d failed", round)
+		}
+	}
+}
+
+func drainRound(t *testing.T, s uint64, workers, extra, stopAfter int) {
+	keys := workers + extra // every worker can hold a distinct key
+	q := queue.New(queue.Options[int]{})
+	r := rand.New(rand.NewPCG(s, 0))
+	for k := range keys {
+		q.AddWithPriority(k, r.IntN(3))
+	}
+	var (
+		active    = make([]atomic.Int32, keys)
+		count     = make([]atomic.Int32, keys)
+		requeued  = make([]atomic.Int32, keys)
+		overlaps  atomic.Int32
+		processed atomic.Int32
+		holding   = make(chan struct{}, workers)
+		gate      = make(chan struct{})
+	)
+	// A deadline on every call that may block, so that a queue bug fails
+	// the round instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			wr := rand.New(rand.NewPCG(s, uint64(1+w)))
+			first := true
+			k, err := q.Get(ctx)
+			for err == nil {
+				if active[k].Add(1) != 1 {
+					overlaps.Add(1)
+				}
+				count[k].Add(1)
+				processed.Add(1)
+				if first {
+					if wr.IntN(2) == 0 { // before the drain: must run again
+						requeued[k].Store(1)
+						q.AddWithPriority(k, wr.IntN(3))
+					}
+					holding <- struct{}{}
+					select {
+					case <-gate:
+					case <-ctx.Done():
+					}
+					first = false
+				} else {
+					switch wr.IntN(4) { // during the drain: ignored
+					case 0:
+						q.Add(k)
+					case 1:
+						q.AddAfter(k, 0)
+					case 2:
+						q.AddRateLimited(k)
+					}
+				}
+				active[k].Add(-1)
+				if w%2 == 0 {
+					k, err = q.DoneAndGet(ctx, k)
+				} else {
+					q.Done(k)
+					k, err = q.Get(ctx)
+				}
+			}
+			if !errors.Is(err, queue.ErrShutDown) {
+				t.Errorf("worker %d: Get = %v, want ErrShutDown", w, err)
+			}
+		})
+	}
+	for range workers {
+		select {
+		case <-holding:
+		case <-ctx.Done():
+			t.Fatal("workers did not all take a key")
+		}
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- q.ShutDownWithDrain(ctx) }()
+	waitFor(t, q.ShuttingDown)
+	close(gate)
+	if stopAfter >= 0 {
+		waitFor(t, func() bool {
+			return int(processed.Load()) >= min(stopAfter, keys)
+		})
+		q.ShutDown()
+	}
+	err := <-drained
+	wg.Wait()
+	switch {
+	case stopAfter < 0 && err != nil:
+		t.Errorf("drain = %v, want nil", err)
+	case stopAfter >= 0 && err != nil && !errors.Is(err, queue.ErrDrainStopped):
+		t.Errorf("drain = %v, want nil or ErrDrainStopped", err)
+	}
+	for k := range keys {
+		got, want := count[k].Load(), 1+requeued[k].Load()
+		if got > want || stopAfter < 0 && got != want {
+			t.Errorf("key %d processed %d times, want %d", k, got, want)
+		}
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Errorf("%d times a key was processed by two workers at once", n)
+	}
+	if err := q.CheckInvariants(); err != nil {
+		t.Error(err)
+	}
+	if err := q.ShutDownWithDrain(ctx); err != nil {
+		t.Errorf("drain once every worker ended = %v", err)
+	}
+}

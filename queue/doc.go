@@ -26,8 +26,12 @@
 //     (DeadLetters: attempts, last error, first and last failure time) and
 //     replayed (Replay, ReplayAll).
 //   - Cancellation and shutdown: Get(ctx) honours ctx; ShutDown and
-//     ShutDownWithDrain are idempotent. The queue starts no goroutine, so
-//     there is nothing to join.
+//     ShutDownWithDrain are idempotent. A drain loses nothing that was
+//     ready or pending a requeue when it began: Get hands it all out,
+//     including keys requeued by Done during the drain, and returns
+//     ErrShutDown only when no key can become ready again; ShutDown ends a
+//     drain early (shutdown.go lists the rules). The queue starts no
+//     goroutine, so there is nothing to join.
 //   - Injected time: Options.Clock (RealClock, or clocktest.Fake in tests).
 //   - Metrics: optional Prometheus metrics with client-go's workqueue_* names
 //     plus workqueue_depth_by_priority and workqueue_dead_letters.

@@ -62,8 +62,9 @@ type Queue[K comparable] struct {
 	timerDeadline int64
 
 	shuttingDown bool
-	draining     bool
+	draining     bool          // ShutDownWithDrain came first and no ShutDown since
 	drained      chan struct{} // closed once shut down with nothing ready or processing
+	drainStop    chan struct{} // closed by ShutDown to end the waiting ShutDownWithDrains
 
 	fails map[K]*failure // only when maxFailures > 0
 	dead  map[K]*DeadLetter[K]
@@ -241,37 +242,6 @@ func (q *Queue[K]) addLocked(key K, prio int, after time.Duration, bypass, backo
 	}
 }
 
-func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff bool) {
-	e := &q.entries[i]
-	switch {
-	case e.bucket != noBucket:
-		if prio > e.readyPrio {
-			q.setReadyPrio(i, prio)
-		}
-		return
-	case e.dirty:
-		e.dirtyPrio = max(e.dirtyPrio, prio)
-		return
-	case e.waitIdx >= 0:
-		e.waitPrio = max(e.waitPrio, prio)
-		e.backoff = e.backoff || backoff
-		if deadline >= e.deadline {
-			return
-		}
-		e.deadline = deadline
-		q.waitEarlier(i)
-	default:
-		e.waitPrio, e.deadline, e.backoff = prio, deadline, backoff
-		e.seq = q.seq
-		q.seq++
-		q.waitPush(i)
-	}
-	// A new earliest deadline needs a waiter to arm a timer for it.
-	if e.waitIdx == 0 && len(q.waiters) > 0 && (q.timerHolder == nil || deadline < q.timerDeadline) {
-		q.signalOne()
-	}
-}
-
 func (q *Queue[K]) alloc(key K) int32 {
 	var i int32
 	if n := len(q.free); n > 0 {
@@ -330,25 +300,6 @@ func (q *Queue[K]) setReadyPrio(i int32, prio int) {
 	q.insertReady(i) // readyAt and seq are kept
 }
 
-// promoteDue moves every waiting key whose deadline is at or before now to
-// ready (or marks it dirty if it is being processed).
-func (q *Queue[K]) promoteDue(now int64) {
-	for len(q.waiting) > 0 {
-		if q.waiting[0].deadline > now {
-			return
-		}
-		i := q.waiting[0].i
-		e := &q.entries[i]
-		q.waitRemove(0)
-		e.backoff = false
-		if e.procIdx >= 0 {
-			e.dirty, e.dirtyPrio = true, e.waitPrio
-			continue
-		}
-		q.pushReady(i, e.waitPrio, e.deadline)
-	}
-}
-
 // TryGet is Get without blocking: it returns false if no key is ready now or
 // the queue is shut down.
 func (q *Queue[K]) TryGet() (K, bool) {
@@ -360,8 +311,10 @@ func (q *Queue[K]) TryGet() (K, bool) {
 // Get blocks until a key is ready, marks it as processing and returns it. The
 // caller must call Done(key) when finished with it; until then no other Get
 // returns the same key. Get returns ctx.Err() if ctx is done first (even if a
-// key is ready), and ErrShutDown once the queue is shut down (after
-// ShutDownWithDrain: once nothing ready is left).
+// key is ready), and ErrShutDown once the queue is shut down and has nothing
+// more to hand out: after ShutDown at once; during ShutDownWithDrain once no
+// key is ready and no key being processed was added again meanwhile (its
+// Done would requeue it, so Get waits for that Done). See ShutDownWithDrain.
 func (q *Queue[K]) Get(ctx context.Context) (K, error) {
 	var zero K
 	if err := ctx.Err(); err != nil {
@@ -400,7 +353,7 @@ func (q *Queue[K]) getLocked(ctx context.Context) (K, error) {
 			q.mu.Unlock()
 			return k, nil
 		}
-		if q.shuttingDown && (!q.draining || len(q.processing) == 0) {
+		if q.exhaustedLocked() {
 			q.leaveLocked(w)
 			q.mu.Unlock()
 			return zero, ErrShutDown
@@ -434,6 +387,9 @@ func (q *Queue[K]) takeLocked() (K, bool) {
 	e := &q.entries[i]
 	e.procIdx = int32(len(q.processing))
 	q.processing = append(q.processing, i)
+	if q.draining && q.exhaustedLocked() {
+		q.wakeAllLocked() // the last key of the drain: the other Gets end
+	}
 	if q.m != nil {
 		if now == 0 {
 			now = q.now()
@@ -567,16 +523,14 @@ func (q *Queue[K]) doneLocked(key K, signal bool) {
 		now = q.now()
 		q.m.work.Observe(time.Duration(now - e.startedAt).Seconds())
 	}
-	if e.dirty {
+	if e.dirty { // never after ShutDown, which clears it; kept by a drain
 		e.dirty = false
-		if !q.shuttingDown || q.draining {
-			if now == 0 {
-				now = q.now()
-			}
-			q.pushReady(i, e.dirtyPrio, now)
-			if signal {
-				q.signalOne()
-			}
+		if now == 0 {
+			now = q.now()
+		}
+		q.pushReady(i, e.dirtyPrio, now)
+		if signal {
+			q.signalOne()
 		}
 	}
 	q.release(i)

@@ -1,6 +1,7 @@
 package queue
 
-// The waiting set is a binary heap ordered by deadline, then seq. The sort
+// The waiting set holds keys with a future deadline (AddAfter, backoffs) in a
+// binary heap ordered by deadline, then seq. The sort
 // keys are copied into the heap slots so comparisons stay in the heap's own
 // contiguous memory instead of chasing entries; each entry records its
 // position (waitIdx) so updates and removals are O(log n) without searching.
@@ -57,6 +58,58 @@ func (q *Queue[K]) waitDown(j int) {
 	}
 	h[j] = x
 	q.entries[x.i].waitIdx = int32(j)
+}
+
+// addDelayedLocked schedules entry i to become ready at deadline with
+// priority prio, unless it already is ready or will be sooner.
+func (q *Queue[K]) addDelayedLocked(i int32, prio int, deadline int64, backoff bool) {
+	e := &q.entries[i]
+	switch {
+	case e.bucket != noBucket:
+		if prio > e.readyPrio {
+			q.setReadyPrio(i, prio)
+		}
+		return
+	case e.dirty:
+		e.dirtyPrio = max(e.dirtyPrio, prio)
+		return
+	case e.waitIdx >= 0:
+		e.waitPrio = max(e.waitPrio, prio)
+		e.backoff = e.backoff || backoff
+		if deadline >= e.deadline {
+			return
+		}
+		e.deadline = deadline
+		q.waitEarlier(i)
+	default:
+		e.waitPrio, e.deadline, e.backoff = prio, deadline, backoff
+		e.seq = q.seq
+		q.seq++
+		q.waitPush(i)
+	}
+	// A new earliest deadline needs a waiter to arm a timer for it.
+	if e.waitIdx == 0 && len(q.waiters) > 0 && (q.timerHolder == nil || deadline < q.timerDeadline) {
+		q.signalOne()
+	}
+}
+
+// promoteDue moves every waiting key whose deadline is at or before now to
+// ready (or marks it dirty if it is being processed).
+func (q *Queue[K]) promoteDue(now int64) {
+	for len(q.waiting) > 0 {
+		if q.waiting[0].deadline > now {
+			return
+		}
+		i := q.waiting[0].i
+		e := &q.entries[i]
+		q.waitRemove(0)
+		e.backoff = false
+		if e.procIdx >= 0 {
+			e.dirty, e.dirtyPrio = true, e.waitPrio
+			continue
+		}
+		q.pushReady(i, e.waitPrio, e.deadline)
+	}
 }
 
 // waitPush adds entry i, whose deadline and seq are set.

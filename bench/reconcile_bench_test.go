@@ -484,7 +484,10 @@ func (w *rawFooWriter) write(ctx context.Context, u *unstructured.Unstructured) 
 	if err := w.c.Create(ctx, cm); err != nil {
 		return fmt.Errorf("create configmap %s/%s: %w", f.Namespace, cmName, err)
 	}
-	f.Status = foo.FooStatus{ObservedGeneration: f.Generation, Phase: "Ready", ConfigMap: cmName}
+	f.Status = foo.FooStatus{ObservedGeneration: f.Generation, Phase: "Ready", ConfigMap: cmName, Conditions: []metav1.Condition{{
+		Type: foo.ConditionReady, Status: metav1.ConditionTrue, Reason: "ConfigMapCurrent", LastTransitionTime: metav1.Now(),
+		Message: "configmap " + cmName + " holds spec.message", ObservedGeneration: f.Generation,
+	}}}
 	if err := w.c.UpdateStatus(ctx, &f); err != nil {
 		return fmt.Errorf("update status of foo %s/%s: %w", f.Namespace, f.Name, err)
 	}

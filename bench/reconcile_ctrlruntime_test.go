@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -55,10 +56,11 @@ type FooSpec struct {
 
 // FooStatus is what the operator last reconciled.
 type FooStatus struct {
-	ObservedGeneration int64  `json:"observedGeneration,omitempty"`
-	Phase              string `json:"phase,omitempty"`
-	ConfigMap          string `json:"configMap,omitempty"`
-	Message            string `json:"message,omitempty"`
+	ObservedGeneration int64              `json:"observedGeneration,omitempty"`
+	Phase              string             `json:"phase,omitempty"`
+	ConfigMap          string             `json:"configMap,omitempty"`
+	Message            string             `json:"message,omitempty"`
+	Conditions         []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // FooList is a list of Foos.
@@ -69,8 +71,14 @@ type FooList struct {
 }
 
 func (f *Foo) DeepCopyInto(out *Foo) {
-	*out = *f // Spec and Status hold only values
+	*out = *f
 	f.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	if f.Status.Conditions != nil {
+		out.Status.Conditions = make([]metav1.Condition, len(f.Status.Conditions))
+		for i := range f.Status.Conditions {
+			f.Status.Conditions[i].DeepCopyInto(&out.Status.Conditions[i])
+		}
+	}
 }
 
 func (f *Foo) DeepCopy() *Foo {
@@ -149,7 +157,12 @@ func (r *crFooReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 			return reconcile.Result{}, fmt.Errorf("update configmap %s/%s: %w", f.Namespace, cmName, err)
 		}
 	}
-	if f.Status.ObservedGeneration == f.Generation && f.Status.Phase == "Ready" && f.Status.ConfigMap == cmName {
+	// The Ready condition as examples/foo sets it, the controller-runtime way.
+	changed := meta.SetStatusCondition(&f.Status.Conditions, metav1.Condition{
+		Type: foo.ConditionReady, Status: metav1.ConditionTrue, Reason: "ConfigMapCurrent",
+		Message: "configmap " + cmName + " holds spec.message", ObservedGeneration: f.Generation,
+	})
+	if !changed && f.Status.ObservedGeneration == f.Generation && f.Status.Phase == "Ready" && f.Status.ConfigMap == cmName {
 		return reconcile.Result{}, nil
 	}
 	f.Status.ObservedGeneration, f.Status.Phase, f.Status.ConfigMap = f.Generation, "Ready", cmName

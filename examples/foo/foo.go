@@ -16,12 +16,14 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiffkit/skiff/client"
+	"github.com/skiffkit/skiff/condition"
 	"github.com/skiffkit/skiff/controller"
 )
 
@@ -40,9 +42,15 @@ var GVR = GroupVersion.WithResource("foos")
 // ConfigMapName is the name of the ConfigMap a Foo owns.
 func ConfigMapName(foo string) string { return "foo-" + foo }
 
+// ConditionReady is the Foo's condition type: True when its ConfigMap
+// holds the current spec.message.
+const ConditionReady = "Ready"
+
 // Reconciler reconciles one Foo.
 type Reconciler struct {
 	Client *client.Client
+	// Now stamps condition transitions. Default time.Now.
+	Now func() time.Time
 }
 
 // Reconcile implements controller.Reconciler.
@@ -92,12 +100,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req controller.Request) (con
 }
 
 func (r *Reconciler) updateStatus(ctx context.Context, f *Foo, cmName string) error {
-	want := FooStatus{ObservedGeneration: f.Generation, Phase: "Ready", ConfigMap: cmName}
-	if f.Status == want {
+	changed, err := condition.Set(&f.Status.Conditions, metav1.Condition{
+		Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "ConfigMapCurrent",
+		Message: "configmap " + cmName + " holds spec.message", ObservedGeneration: f.Generation,
+	}, r.now())
+	if err != nil {
+		return controller.Terminal(err)
+	}
+	if !changed && f.Status.ObservedGeneration == f.Generation && f.Status.Phase == "Ready" && f.Status.ConfigMap == cmName {
 		return nil
 	}
-	f.Status = want
-	err := r.Client.UpdateStatus(ctx, f)
+	f.Status.ObservedGeneration, f.Status.Phase, f.Status.ConfigMap = f.Generation, "Ready", cmName
+	err = r.Client.UpdateStatus(ctx, f)
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 		return nil // a newer Foo, or its deletion, is on its way through the watch
 	}
@@ -107,10 +121,19 @@ func (r *Reconciler) updateStatus(ctx context.Context, f *Foo, cmName string) er
 	return nil
 }
 
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
 // Converged reports whether f's status says its current generation is
-// reconciled.
+// reconciled: phase Ready and a Ready condition computed from this
+// generation.
 func Converged(f *Foo) bool {
-	return f.Status.Phase == "Ready" && f.Status.ObservedGeneration == f.Generation
+	return f.Status.Phase == "Ready" && f.Status.ObservedGeneration == f.Generation &&
+		condition.IsTrue(f.Status.Conditions, ConditionReady) && condition.IsCurrent(f.Status.Conditions, ConditionReady, f.Generation)
 }
 
 // CRD is the Foo CustomResourceDefinition (config/crd.yaml).

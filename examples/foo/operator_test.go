@@ -21,6 +21,7 @@ import (
 
 	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
+	"github.com/skiffkit/skiff/condition"
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/examples/foo"
 	"github.com/skiffkit/skiff/manager"
@@ -82,6 +83,25 @@ func converged(u *unstructured.Unstructured) bool {
 	return foo.Converged(&f)
 }
 
+// readyCondition reads Foo name through the API and returns its Ready
+// condition.
+func readyCondition(t *testing.T, foos dynamic.ResourceInterface, name string) metav1.Condition {
+	t.Helper()
+	u, err := foos.Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f foo.Foo
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &f); err != nil {
+		t.Fatal(err)
+	}
+	c := condition.Find(f.Status.Conditions, foo.ConditionReady)
+	if c == nil {
+		t.Fatalf("foo %s has no Ready condition: %+v", name, f.Status)
+	}
+	return *c
+}
+
 func clients(t *testing.T) (kubernetes.Interface, dynamic.NamespaceableResourceInterface) {
 	cs, err := kubernetes.NewForConfig(env.Config())
 	if err != nil {
@@ -129,6 +149,10 @@ func TestFooLifecycle(t *testing.T) {
 		}
 		return cm.Data["message"] == "hello" && converged(f) && cm.OwnerReferences[0].UID == created.GetUID(), nil
 	})
+	first := readyCondition(t, foos.Namespace(ns), "a")
+	if first.ObservedGeneration != 1 || first.Reason != "ConfigMapCurrent" || first.LastTransitionTime.IsZero() {
+		t.Fatalf("Ready condition after the first reconcile: %+v", first)
+	}
 
 	// Update: the spec change (new generation) is reconciled into the child.
 	eventually(t, "update applied", func() (bool, error) {
@@ -151,6 +175,12 @@ func TestFooLifecycle(t *testing.T) {
 		}
 		return cm.Data["message"] == "bonjour" && f.GetGeneration() == 2 && converged(f), nil
 	})
+
+	// The condition follows the generation; it did not transition, so its
+	// lastTransitionTime stays.
+	if c := readyCondition(t, foos.Namespace(ns), "a"); c.ObservedGeneration != 2 || !c.LastTransitionTime.Equal(&first.LastTransitionTime) {
+		t.Fatalf("Ready condition after the update: %+v, first %+v", c, first)
+	}
 
 	// Owns: deleting the child wakes the owner, which recreates it.
 	old, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cmName, metav1.GetOptions{})

@@ -38,6 +38,8 @@ type FooStatus struct {
 	Phase              string `json:"phase,omitempty"`
 	ConfigMap          string `json:"configMap,omitempty"`
 	Message            string `json:"message,omitempty"`
+	// Conditions: Ready, True once the ConfigMap holds the current message.
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // FooList is a list of Foos.
@@ -50,8 +52,13 @@ type FooList struct {
 // DeepCopyInto copies f into out.
 func (f *Foo) DeepCopyInto(out *Foo) {
 	*out = *f
-	out.TypeMeta = f.TypeMeta
 	f.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	if f.Status.Conditions != nil {
+		out.Status.Conditions = make([]metav1.Condition, len(f.Status.Conditions))
+		for i := range f.Status.Conditions {
+			f.Status.Conditions[i].DeepCopyInto(&out.Status.Conditions[i])
+		}
+	}
 }
 
 // DeepCopy returns a deep copy of f.

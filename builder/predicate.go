@@ -4,6 +4,7 @@ import (
 	"maps"
 
 	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/client"
 )
 
 // Predicate filters changes before they enqueue a key. A nil func passes
@@ -67,4 +68,13 @@ func anyOf[T any](preds []Predicate[T], ok func(Predicate[T]) bool) bool {
 		}
 	}
 	return false
+}
+
+// NotOwnWrites passes updates except those whose new version this process
+// wrote through c (see client.Client.IsOwnWrite): the reconcile that wrote
+// it already knows that state, so reconciling it again only confirms it.
+// An update that carries someone else's change as well has a version of
+// its own and passes. Creates and deletes pass.
+func NotOwnWrites[T client.Object](c *client.Client) Predicate[T] {
+	return Predicate[T]{Update: func(_, new T) bool { return !c.IsOwnWrite(new) }}
 }

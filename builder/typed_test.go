@@ -2,6 +2,7 @@ package builder_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -10,10 +11,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skiffkit/skiff/builder"
 	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
+	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/manager"
 	"github.com/skiffkit/skiff/testenv"
 )
@@ -274,4 +277,60 @@ func TestOwnsWithAClusterScopedOwner(t *testing.T) {
 	if n := rec.count(request{Namespace: ns, Name: ns}); n != 0 {
 		t.Fatalf("Owns enqueued %s/%s (%d times) for a cluster-scoped owner", ns, ns, n)
 	}
+}
+
+// TestNotOwnWritesSkipsUpdatesThisProcessWrote: a reconcile that writes its
+// own object is not triggered again by that write, but is by someone
+// else's change.
+func TestNotOwnWritesSkipsUpdatesThisProcessWrote(t *testing.T) {
+	ctx := context.Background()
+	ns := testenv.Namespace(t, env.Config())
+	mgr := newManager(t, manager.Options{})
+	c := mgr.Client()
+	rec := newRecorder()
+	_, err := builder.Build(mgr, rec.reconciler(func(ctx context.Context, req request, n int) (controller.Result, error) {
+		if req.Name == "barrier" {
+			return controller.Result{}, nil
+		}
+		cm, err := client.Get[*corev1.ConfigMap](ctx, c, req)
+		if err != nil {
+			return controller.Result{}, client.IgnoreNotFound(err)
+		}
+		orig := cm.DeepCopy()
+		cm.Annotations = map[string]string{"reconciled": fmt.Sprint(n)}
+		return controller.Result{}, c.Patch(ctx, cm, client.MergeFrom(orig))
+	}), single("own-writes"), configMapsIn(ns),
+		builder.For[*corev1.ConfigMap](builder.NotOwnWrites[*corev1.ConfigMap](c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startManager(t, mgr)
+	cs := clientset(t)
+	key := request{Namespace: ns, Name: "self"}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "self"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitDone(t, key, 1)
+	// Our write's event, if it enqueued anything, comes before the
+	// barrier's through the same handler and the one-worker FIFO queue.
+	inf, err := client.InformerFor[*corev1.ConfigMap](c, cache.Scope{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "our write in the cache", func() bool {
+		cm, ok := inf.Lister().Get(ns, "self")
+		return ok && cm.Annotations["reconciled"] != ""
+	})
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "barrier"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitDone(t, request{Namespace: ns, Name: "barrier"}, 1)
+	if n := rec.count(key); n != 1 {
+		t.Fatalf("our own write triggered a reconcile: %d reconciles, want 1", n)
+	}
+	// Someone else's change does trigger one.
+	if _, err := cs.CoreV1().ConfigMaps(ns).Patch(ctx, "self", types.MergePatchType, []byte(`{"data":{"x":"y"}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitDone(t, key, 2)
 }

@@ -281,7 +281,9 @@ func listFromServer[T Object](ctx context.Context, c *Client, o listOptions) ([]
 
 // IsOwnWrite reports whether obj is exactly a version this client wrote
 // (among its last few thousand writes): an informer event carrying it was
-// caused by this process, and a controller may skip it.
+// caused by this process, and a controller may skip it. While a write of
+// the same object is in flight it waits for its answer (at most 5s), since
+// the watch can deliver a write before its response arrives.
 func (c *Client) IsOwnWrite(obj Object) bool {
 	return c.track.isOwn(reflect.TypeOf(obj), cache.KeyOf(obj), obj.GetResourceVersion())
 }

@@ -44,7 +44,24 @@ type tracker struct {
 	own     map[ownKey]struct{}
 	ownRing []ownKey
 	ownNext int
+	// inflight counts the writes of each object that have been sent and
+	// not yet recorded: their watch event can arrive before the response,
+	// so isOwn waits for them.
+	inflight map[objKey]*flight
 }
+
+type objKey struct {
+	typ reflect.Type
+	key cache.ObjectKey
+}
+
+type flight struct {
+	n    int
+	done chan struct{} // closed when n drops to 0
+}
+
+// maxOwnWait bounds how long isOwn waits for a write in flight.
+const maxOwnWait = 5 * time.Second
 
 const (
 	sweepEvery = 256
@@ -66,7 +83,7 @@ type ownKey struct {
 
 func newTracker(window time.Duration, now func() time.Time) *tracker {
 	return &tracker{window: window, now: now, writes: map[reflect.Type]map[cache.ObjectKey]written{},
-		own: map[ownKey]struct{}{}, ownRing: make([]ownKey, ownSize)}
+		own: map[ownKey]struct{}{}, ownRing: make([]ownKey, ownSize), inflight: map[objKey]*flight{}}
 }
 
 // wrote records a successful write: obj (the caller's deep copy of the
@@ -100,9 +117,48 @@ func (t *tracker) rememberLocked(k ownKey) {
 	t.own[k] = struct{}{}
 }
 
+// begin marks a write of key as sent; end must follow once its outcome is
+// recorded (or it failed).
+func (t *tracker) begin(typ reflect.Type, key cache.ObjectKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := objKey{typ, key}
+	f := t.inflight[k]
+	if f == nil {
+		f = &flight{done: make(chan struct{})}
+		t.inflight[k] = f
+	}
+	f.n++
+}
+
+func (t *tracker) end(typ reflect.Type, key cache.ObjectKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := objKey{typ, key}
+	if f := t.inflight[k]; f != nil {
+		if f.n--; f.n == 0 {
+			close(f.done)
+			delete(t.inflight, k)
+		}
+	}
+}
+
 // isOwn reports whether this process wrote exactly version rv of key
-// (among its last ownSize writes).
+// (among its last ownSize writes). If a write of key is in flight, it first
+// waits for its outcome (at most maxOwnWait): the watch may deliver a write
+// before its response reaches the writer.
 func (t *tracker) isOwn(typ reflect.Type, key cache.ObjectKey, rv string) bool {
+	t.mu.Lock()
+	f := t.inflight[objKey{typ, key}]
+	t.mu.Unlock()
+	if f != nil {
+		timer := time.NewTimer(maxOwnWait)
+		select {
+		case <-f.done:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, ok := t.own[ownKey{typ, key, rv}]

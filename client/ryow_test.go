@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -214,4 +215,37 @@ func TestIsOwnWriteRemembersRecentVersions(t *testing.T) {
 	if tr.isOwn(typ, k, "5") {
 		t.Fatal("isOwn remembers more than ownSize writes")
 	}
+}
+
+// TestIsOwnWaitsForAWriteInFlight: the watch event of a write can arrive
+// before the write's response; isOwn asked meanwhile waits for the answer.
+func TestIsOwnWaitsForAWriteInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := newTracker(time.Hour, time.Now)
+		typ := reflect.TypeFor[*corev1.ConfigMap]()
+		k := cache.ObjectKey{Namespace: "a", Name: "x"}
+		tr.begin(typ, k)
+		got := make(chan bool, 1)
+		go func() { got <- tr.isOwn(typ, k, "9") }()
+		synctest.Wait() // isOwn is waiting for the write
+		select {
+		case v := <-got:
+			t.Fatalf("isOwn answered %v before the write in flight was recorded", v)
+		default:
+		}
+		tr.wrote(typ, k, &corev1.ConfigMap{}, "9", false, nil)
+		tr.end(typ, k)
+		if !<-got {
+			t.Fatal("isOwn did not recognise the write it waited for")
+		}
+		// A write that never ends: isOwn gives up after maxOwnWait.
+		tr.begin(typ, k)
+		start := time.Now()
+		if tr.isOwn(typ, k, "10") {
+			t.Fatal("isOwn recognised a version nobody wrote")
+		}
+		if waited := time.Since(start); waited != maxOwnWait {
+			t.Fatalf("isOwn waited %v, want %v", waited, maxOwnWait)
+		}
+	})
 }

@@ -72,6 +72,7 @@ func (c *Client) Create(ctx context.Context, obj Object, opts ...WriteOption) er
 	if err != nil {
 		return err
 	}
+	defer c.inFlight(obj)()
 	err = m.rc.Post().NamespaceIfScoped(obj.GetNamespace(), m.namespaced).Resource(m.gvr.Resource).
 		VersionedParams(&metav1.CreateOptions{FieldManager: o.fieldManager, DryRun: o.dryRunList()}, metav1.ParameterCodec).
 		Body(obj).Do(ctx).Into(obj)
@@ -96,6 +97,7 @@ func (c *Client) put(ctx context.Context, obj Object, sub string, opts []WriteOp
 	if err != nil {
 		return err
 	}
+	defer c.inFlight(obj)()
 	req := m.rc.Put().NamespaceIfScoped(obj.GetNamespace(), m.namespaced).Resource(m.gvr.Resource).Name(obj.GetName())
 	if sub != "" {
 		req = req.SubResource(sub)
@@ -144,6 +146,7 @@ func (c *Client) sendPatch(ctx context.Context, obj Object, sub string, pt types
 	if pt == types.ApplyPatchType || pt == types.ApplyCBORPatchType {
 		po.Force = &o.force
 	}
+	defer c.inFlight(obj)()
 	req := m.rc.Patch(pt).NamespaceIfScoped(obj.GetNamespace(), m.namespaced).Resource(m.gvr.Resource).Name(obj.GetName())
 	if sub != "" {
 		req = req.SubResource(sub)
@@ -219,6 +222,7 @@ func (c *Client) Delete(ctx context.Context, obj Object, opts ...WriteOption) er
 	if o.uid != "" {
 		do.Preconditions = &metav1.Preconditions{UID: &o.uid}
 	}
+	defer c.inFlight(obj)()
 	res := m.rc.Delete().NamespaceIfScoped(obj.GetNamespace(), m.namespaced).Resource(m.gvr.Resource).Name(obj.GetName()).
 		Body(do).Do(ctx)
 	if err := res.Error(); err != nil {
@@ -237,6 +241,14 @@ func (c *Client) Delete(ctx context.Context, obj Object, opts ...WriteOption) er
 	}
 	c.track.wrote(typ, key, nil, obj.GetResourceVersion(), true, c.informerRV)
 	return nil
+}
+
+// inFlight marks a write of obj as sent until the returned func is called
+// (after done has recorded it), for IsOwnWrite.
+func (c *Client) inFlight(obj Object) func() {
+	typ, key := reflect.TypeOf(obj), cache.KeyOf(obj)
+	c.track.begin(typ, key)
+	return func() { c.track.end(typ, key) }
 }
 
 // done records a successful write for read-your-own-writes.

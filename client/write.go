@@ -256,7 +256,15 @@ func (c *Client) done(obj Object, o writeOptions, err error) error {
 	if err != nil || o.dryRun {
 		return err
 	}
-	c.track.wrote(reflect.TypeOf(obj), cache.KeyOf(obj), obj.DeepCopyObject(), obj.GetResourceVersion(), false, c.informerRV)
+	typ, key := reflect.TypeOf(obj), cache.KeyOf(obj)
+	if obj.GetDeletionTimestamp() != nil && len(obj.GetFinalizers()) == 0 {
+		// The write removed the last finalizer of an object being deleted:
+		// the server deleted it, and its answer may carry the version it
+		// had before. Remember a delete, not a write.
+		c.track.wrote(typ, key, nil, obj.GetResourceVersion(), true, c.informerRV)
+		return nil
+	}
+	c.track.wrote(typ, key, obj.DeepCopyObject(), obj.GetResourceVersion(), false, c.informerRV)
 	return nil
 }
 

@@ -77,17 +77,22 @@ func TestReconcilerSeesDeploymentAndItsReplicaSets(t *testing.T) {
 	if err := c.Create(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	want := "deployment=web replicaSets=1"
-	testenv.Eventually(t, 30*time.Second, "a reconcile logging "+want, func() (bool, error) {
-		return strings.Contains(logs.String(), want), nil
+	want := "key=" + ns + "/web reconcileID="
+	testenv.Eventually(t, 30*time.Second, "a reconcile of "+ns+"/web seeing its replica set", func() (bool, error) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, want) && strings.Contains(l, "replicaSets=1") {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	var line string
 	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, want) {
+		if strings.Contains(l, want) && strings.Contains(l, "replicaSets=1") {
 			line = l
 		}
 	}
-	for _, attr := range []string{"controller=deployment", "key=" + ns + "/web", "reconcileID="} {
+	for _, attr := range []string{"controller=deployment", "deployment=web", "reconcileID="} {
 		if !strings.Contains(line, attr) {
 			t.Errorf("reconcile log line lacks %s: %s", attr, line)
 		}

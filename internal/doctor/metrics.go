@@ -103,10 +103,14 @@ func parseLabels(s string) (map[string]string, string, error) {
 		}
 		name := s[:i]
 		s = strings.TrimLeft(s[i:], " \t")
-		if !strings.HasPrefix(s, `="`) {
-			return nil, "", fmt.Errorf("label %s: want =\"", name)
+		if !strings.HasPrefix(s, "=") {
+			return nil, "", fmt.Errorf("label %s: want =", name)
 		}
-		s = s[2:]
+		s = strings.TrimLeft(s[1:], " \t")
+		if !strings.HasPrefix(s, `"`) {
+			return nil, "", fmt.Errorf("label %s: want a quoted value", name)
+		}
+		s = s[1:]
 		var b strings.Builder
 		closed := false
 		for j := 0; j < len(s); j++ {
@@ -265,7 +269,7 @@ func (h Histogram) Quantile(q float64) float64 {
 			if b.Count == lowerCount {
 				return b.UpperBound
 			}
-			return lowerBound + (b.UpperBound-lowerBound)*(rank-lowerCount)/(b.Count-lowerCount)
+			return min(b.UpperBound, lowerBound+(b.UpperBound-lowerBound)*(rank-lowerCount)/(b.Count-lowerCount))
 		}
 		lowerBound, lowerCount = b.UpperBound, b.Count
 	}

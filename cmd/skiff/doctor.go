@@ -235,6 +235,9 @@ func statusMessage(resp *http.Response, body []byte) string {
 	}
 	var st struct{ Message string }
 	if json.Unmarshal(body, &st) == nil && st.Message != "" {
+		if strings.HasPrefix(strings.ToLower(st.Message), reason) {
+			return st.Message
+		}
 		return reason + ": " + st.Message
 	}
 	if msg := strings.TrimSpace(string(body)); msg != "" && len(msg) < 300 {

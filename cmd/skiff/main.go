@@ -3,6 +3,7 @@
 //	skiff demo                 run the example operator on N objects and report (the main job)
 //	skiff up                   run a local control plane until Ctrl-C
 //	skiff build-controlplane   build (or find) skiff-controlplane and print its path
+//	skiff doctor               measure the connection to a cluster and recommend settings
 //
 // Run `skiff <command> --help` for a command's flags.
 package main
@@ -28,6 +29,8 @@ commands:
   demo                 run the example Foo operator against a local control plane (or --kubeconfig),
                        create N objects with churn, show progress and a summary
   up                   run a local Kubernetes control plane (etcd + kube-apiserver) until Ctrl-C
+  doctor               measure the connection to a cluster (latency, features, flow control, server
+                       limits from /metrics) and recommend client settings and server flags
   build-controlplane   build (or find the cached) skiff-controlplane binary and print its path
 `
 
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = up(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = demo(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		err = doctorCmd(ctx, args[1:], stdout, stderr)
 	case "build-controlplane":
 		err = buildControlPlane(ctx, args[1:], stdout, stderr)
 	default:

@@ -45,9 +45,9 @@ import (
 type retryClass int
 
 const (
-	noRetry         retryClass = iota
-	retryThrottled             // 429: retry any request
-	retryIfRepeatable          // 503, 504, connection failure: only safe requests
+	noRetry           retryClass = iota
+	retryThrottled               // 429: retry any request
+	retryIfRepeatable            // 503, 504, connection failure: only safe requests
 )
 
 // classify says what an attempt's outcome calls for. resp is nil when err
@@ -112,10 +112,10 @@ func retryAfter(h http.Header, capAt time.Duration) (time.Duration, bool) {
 	if err != nil || s < 0 {
 		return 0, false
 	}
-	if d := time.Duration(s) * time.Second; d < capAt {
-		return d, true
+	if s >= int(capAt/time.Second) { // before multiplying: a huge value would overflow
+		return capAt, true
 	}
-	return capAt, true
+	return time.Duration(s) * time.Second, true
 }
 
 // backoff is the wait before retry number n (1 for the first retry):

@@ -94,6 +94,12 @@ type Options struct {
 	// Metrics, if non-nil, measures every request (see RequestMetrics).
 	// Default nil.
 	Metrics *RequestMetrics
+	// Transport tunes the connection to the API server: adaptive
+	// concurrency limit instead of client-go's 5 QPS, retries that honour
+	// 429/Retry-After within a budget, per-request timeouts, fast dead-peer
+	// detection (see Tune for every default). The zero value is Skiff's
+	// defaults.
+	Transport TransportOptions
 	// UncomparableWindow bounds how long a written object is served over an
 	// older cached one when the server's resourceVersions cannot be
 	// compared. Default 10s.
@@ -153,11 +159,12 @@ func New(cfg *rest.Config, o Options) (*Client, error) {
 		o.Now = time.Now
 	}
 	cfg = rest.CopyConfig(cfg)
-	if cfg.RateLimiter == nil && cfg.QPS == 0 {
-		cfg.QPS = -1 // client-go's 5 QPS default throttles every controller; the server's priority and fairness limits instead
-	}
 	if o.Metrics != nil {
-		o.Metrics.install(cfg)
+		o.Metrics.install(cfg) // inside Tune's layer: every attempt is counted, as client-go counts them
+	}
+	cfg, err := Tune(cfg, o.Transport) // no client-side 5 QPS; adaptive limit, retries, timeouts (see Tune)
+	if err != nil {
+		return nil, fmt.Errorf("client: tune transport for %s: %w", cfg.Host, err)
 	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {

@@ -219,8 +219,12 @@ func New(o Options) (*Manager, error) {
 	if m.metrics.Requests, err = client.NewRequestMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("manager: client request metrics: %w", err)
 	}
+	if m.metrics.Transport, err = client.NewTransportMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("manager: client transport metrics: %w", err)
+	}
 	if o.Config != nil {
-		m.client, err = client.New(o.Config, client.Options{Scheme: o.Scheme, Factory: m.factory, InformerMetrics: m.metrics.Informers, Metrics: m.metrics.Requests})
+		m.client, err = client.New(o.Config, client.Options{Scheme: o.Scheme, Factory: m.factory, InformerMetrics: m.metrics.Informers, Metrics: m.metrics.Requests,
+			Transport: client.TransportOptions{Metrics: m.metrics.Transport}})
 		if err != nil {
 			return nil, fmt.Errorf("manager: %w", err)
 		}
@@ -245,10 +249,11 @@ func New(o Options) (*Manager, error) {
 // by New. Parts built by hand pass them in their options (the builder does
 // this itself).
 type Metrics struct {
-	Controllers *controller.Metrics    // controller_runtime_*
-	Queues      *queue.Metrics         // workqueue_*
-	Informers   *cache.Metrics         // skiff_informer_*
-	Requests    *client.RequestMetrics // rest_client_* of the manager's client
+	Controllers *controller.Metrics      // controller_runtime_*
+	Queues      *queue.Metrics           // workqueue_*
+	Informers   *cache.Metrics           // skiff_informer_*
+	Requests    *client.RequestMetrics   // rest_client_* of the manager's client
+	Transport   *client.TransportMetrics // its limiter, retries and 429s
 }
 
 // Metrics returns the manager's shared metric sets.

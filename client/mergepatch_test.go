@@ -85,7 +85,7 @@ func TestComposeMergePatchesProperty(t *testing.T) {
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 1))
 	composed, refused := 0, 0
-	for i := range 20000 {
+	for i := range 5000 {
 		doc := randObject(r, 3, false)
 		a, b := randObject(r, 3, true), randObject(r, 3, true)
 		ab, _ := json.Marshal(a)
@@ -118,7 +118,7 @@ func TestComposeMergePatchesProperty(t *testing.T) {
 			t.Fatalf("case %d: inputs changed", i)
 		}
 	}
-	if composed < 1000 || refused < 100 {
+	if composed < 500 || refused < 50 {
 		t.Fatalf("generator too narrow: %d composed, %d refused", composed, refused)
 	}
 }

@@ -32,16 +32,16 @@ import (
 
 const (
 	s1RoleLabel     = "bench.skiff.dev/role"
-	s1WrittenAtKey  = "written-at"                       // source data: the generator's send time (Unix ns)
+	s1WrittenAtKey  = "written-at"                        // source data: the generator's send time (Unix ns)
 	s1SourceWritten = "bench.skiff.dev/source-written-at" // derived annotation: the source's written-at it reflects
-	s1HashKey       = "hash"                             // derived data: hash of the source's data
-	s1PollInterval  = time.Second                        // the naive loop's List period
-	s1Rate          = 3                                  // source changes per second, both sizes
+	s1HashKey       = "hash"                              // derived data: hash of the source's data
+	s1PollInterval  = time.Second                         // the naive loop's List period
+	s1Rate          = 3                                   // source changes per second, both sizes
 )
 
 // s1Size is the scale of S1 (SKIFF_BENCH_SIZE).
 type s1Size struct {
-	sources int
+	sources   int
 	changeFor time.Duration // how long the generator changes sources
 }
 

@@ -42,6 +42,11 @@
 //     `skiff demo` and the benchmarks.
 //   - Helpers: SetControllerReference, CreateOrUpdate, IgnoreNotFound,
 //     LoadConfig (find the API server as kubectl does).
+//   - Transport: Tune (applied by New) — an adaptive in-flight limit
+//     instead of client-go's 5 QPS, retries that honour 429/Retry-After
+//     within a budget, per-request timeouts, fast dead-peer detection.
+//   - Coalescer: merges JSON merge patches to one object made within a
+//     window into one request (ComposeMergePatches is the pure part).
 package client
 
 import (

@@ -42,9 +42,9 @@ const (
 // PriorityAndFairness is what the API server said about how it classified a
 // request under API Priority and Fairness: the UIDs of the FlowSchema that
 // matched it and of the PriorityLevelConfiguration it was queued in. The
-// server sends them on every response to a request it classified (it also
-// classifies requests of the exempt level); look the UIDs up among the
-// server's flowschemas and prioritylevelconfigurations
+// server sends them on responses to requests it classified (checked for a
+// non-admin identity; Skiff does not depend on them for exempt ones); look
+// the UIDs up among the server's flowschemas and prioritylevelconfigurations
 // (flowcontrol.apiserver.k8s.io) to name them.
 type PriorityAndFairness struct {
 	FlowSchemaUID, PriorityLevelUID string

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skiffkit/skiff/queue"
@@ -72,6 +73,12 @@ type Options[K comparable] struct {
 	QueueMetrics *queue.Metrics
 	// Logger receives reconcile errors. Default slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, if non-nil, traces every reconcile: a span "reconcile
+	// <Name>" with attributes controller, key and reconcileID (as in
+	// Logger's lines), the parent of the spans of requests made with the
+	// reconcile's context (see client.Options.TracerProvider). Default nil:
+	// no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Controller runs a Reconciler over the keys of a queue with an adaptive pool
@@ -88,6 +95,7 @@ type Controller[K comparable] struct {
 	requeueLim queue.RateLimiter[K]
 	log        *slog.Logger
 	m          *Metrics
+	tracer     trace.Tracer // nil: no spans
 
 	started atomic.Bool
 
@@ -137,6 +145,9 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 	}
 	if c.clock == nil {
 		c.clock = queue.RealClock{}
+	}
+	if o.TracerProvider != nil {
+		c.tracer = o.TracerProvider.Tracer(TracerName)
 	}
 	if c.m != nil {
 		c.m.init(o.Name)

@@ -207,6 +207,9 @@ func (c *Controller[K]) process(ctx context.Context, key K) {
 
 // reconcile calls the Reconciler, turning a panic into a PanicError.
 func (c *Controller[K]) reconcile(ctx context.Context, key K) (res Result, err error) {
+	k, id := fmt.Sprint(key), newReconcileID()
+	ctx, span := c.startReconcileSpan(ctx, k, id)
+	defer func() { endReconcileSpan(span, res, err) }() // after the recover below
 	defer func() {
 		if v := recover(); v != nil {
 			c.stats.panics.Add(1)
@@ -217,7 +220,7 @@ func (c *Controller[K]) reconcile(ctx context.Context, key K) (res Result, err e
 			res = Result{}
 		}
 	}()
-	return c.rec.Reconcile(WithLogger(ctx, c.log.With("key", fmt.Sprint(key), "reconcileID", newReconcileID())), key)
+	return c.rec.Reconcile(WithLogger(ctx, c.log.With("key", k, "reconcileID", id)), key)
 }
 
 // Stats is a snapshot of a controller's counters since New.

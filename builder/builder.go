@@ -110,6 +110,9 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 	if b.opts.Logger == nil {
 		b.opts.Logger = mgr.Logger()
 	}
+	if b.opts.TracerProvider == nil {
+		b.opts.TracerProvider = mgr.TracerProvider()
+	}
 	c, err := controller.New(r, b.opts)
 	if err != nil {
 		return nil, err
@@ -144,7 +147,7 @@ func Named(name string) Option {
 
 // WithOptions sets the controller's options (workers, timeouts, retry
 // budget, ...). Its Name, if set, names the controller; Metrics,
-// QueueMetrics and Logger default to the manager's.
+// QueueMetrics, Logger and TracerProvider default to the manager's.
 func WithOptions(o controller.Options[controller.Request]) Option {
 	return settingFunc(func(b *build) error {
 		name := b.opts.Name

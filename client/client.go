@@ -37,7 +37,10 @@
 //     because its cache has not seen the first create.
 //   - Errors keep client-go's apierrors semantics (apierrors.IsNotFound,
 //     IsConflict, IsAlreadyExists, ... work on every error returned).
-//   - Metrics: RequestMetrics (rest_client_* with client-go's names), and
+//   - Metrics: RequestMetrics (rest_client_* with client-go's names, plus
+//     per-phase timing from net/http/httptrace — DNS, connect, TLS, server,
+//     transfer — connection reuse and the API Priority and Fairness level of
+//     each response), and
 //     RequestCounter, which breaks API calls down by verb and resource for
 //     `skiff demo` and the benchmarks.
 //   - Helpers: SetControllerReference, CreateOrUpdate, IgnoreNotFound,
@@ -45,6 +48,8 @@
 //   - Transport: Tune (applied by New) — an adaptive in-flight limit
 //     instead of client-go's 5 QPS, retries that honour 429/Retry-After
 //     within a budget, per-request timeouts, fast dead-peer detection.
+//   - Tracing: with Options.TracerProvider, every request is an
+//     OpenTelemetry client span, the child of the reconcile's span.
 //   - Coalescer: merges JSON merge patches to one object made within a
 //     window into one request (ComposeMergePatches is the pure part).
 package client
@@ -57,6 +62,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -99,6 +105,10 @@ type Options struct {
 	// Metrics, if non-nil, measures every request (see RequestMetrics).
 	// Default nil.
 	Metrics *RequestMetrics
+	// TracerProvider, if non-nil, makes every request a client span, the
+	// child of the span in the request's context (a reconcile's when
+	// controller.Options.TracerProvider is set). Default nil: no spans.
+	TracerProvider trace.TracerProvider
 	// Transport tunes the connection to the API server: adaptive
 	// concurrency limit instead of client-go's 5 QPS, retries that honour
 	// 429/Retry-After within a budget, per-request timeouts, fast dead-peer
@@ -166,6 +176,9 @@ func New(cfg *rest.Config, o Options) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
 	if o.Metrics != nil {
 		o.Metrics.install(cfg) // inside Tune's layer: every attempt is counted, as client-go counts them
+	}
+	if o.TracerProvider != nil {
+		installTracing(cfg, o.TracerProvider)
 	}
 	cfg, err := Tune(cfg, o.Transport) // no client-side 5 QPS; adaptive limit, retries, timeouts (see Tune)
 	if err != nil {

@@ -90,9 +90,21 @@ func repeatable(req *http.Request) bool {
 }
 
 // isWatch reports whether req is a watch (long-running: no timeout, no
-// limiter slot, no retry).
+// limiter slot, no retry, no transfer phase): a GET whose query has
+// watch=true or watch=1, as the API server accepts. It scans the raw query
+// rather than parsing it: it runs on every request.
 func isWatch(req *http.Request) bool {
-	return req.Method == http.MethodGet && req.URL.Query().Get("watch") == "true"
+	if req.Method != http.MethodGet {
+		return false
+	}
+	for rest := req.URL.RawQuery; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, "&")
+		if part == "watch=true" || part == "watch=1" {
+			return true
+		}
+	}
+	return false
 }
 
 // replayable reports whether req's body can be sent again.

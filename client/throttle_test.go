@@ -71,10 +71,10 @@ func TestTunedClientRidesOut429s(t *testing.T) {
 		t.Fatal(err)
 	}
 	skiff := createMany(t, ctx, tuned, ns, "skiff", n)
-	throttled := counter(t, reg, "skiff_rest_client_throttled_total")
-	retries := counter(t, reg, "skiff_rest_client_retries_total")
+	throttled := sumMetric(t, reg, "skiff_rest_client_throttled_total")
+	retries := sumMetric(t, reg, "skiff_rest_client_retries_total")
 	t.Logf("skiff (Tune): %d/%d failed in %v; 429s seen %v, retries %v, adaptive limit now %v; first errors %v",
-		skiff.failed, n, skiff.took, throttled, retries, counter(t, reg, "skiff_rest_client_adaptive_limit"), skiff.errs)
+		skiff.failed, n, skiff.took, throttled, retries, sumMetric(t, reg, "skiff_rest_client_adaptive_limit"), skiff.errs)
 	if skiff.failed != 0 {
 		t.Fatalf("%d of %d creates failed with Tune's transport: %v", skiff.failed, n, skiff.errs)
 	}
@@ -142,8 +142,8 @@ func createMany(t *testing.T, ctx context.Context, cfg *rest.Config, ns, prefix 
 	return outcome{failed: int(failed.Load()), took: time.Since(start), errs: errs}
 }
 
-// counter sums every series of the named counter or gauge in g.
-func counter(t *testing.T, g prometheus.Gatherer, name string) float64 {
+// sumMetric sums every series of the named counter or gauge in g.
+func sumMetric(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {

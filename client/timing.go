@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
-	"strings"
 	"sync"
 	"time"
 )
@@ -62,22 +61,9 @@ func priorityAndFairnessOf(h http.Header) (pf PriorityAndFairness, ok bool) {
 	return pf, pf != PriorityAndFairness{}
 }
 
-// isWatch reports whether a request's raw query asks for a watch
-// (watch=true or watch=1, as the API server accepts).
-func isWatch(rawQuery string) bool {
-	for rest := rawQuery; rest != ""; {
-		var part string
-		part, rest, _ = strings.Cut(rest, "&")
-		if part == "watch=true" || part == "watch=1" {
-			return true
-		}
-	}
-	return false
-}
-
 // kindOf classifies req for metrics and spans.
 func kindOf(req *http.Request) (RequestKind, bool) {
-	watch := isWatch(req.URL.RawQuery)
+	watch := isWatch(req)
 	return Classify(req.Method, req.URL.Path, watch), watch
 }
 

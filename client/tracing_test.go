@@ -32,8 +32,11 @@ func newRecorder(t *testing.T) (*tracetest.SpanRecorder, *sdktrace.TracerProvide
 
 func tracedClient(t *testing.T, cfg *rest.Config, tp *sdktrace.TracerProvider) *client.Client {
 	t.Helper()
-	client.InstallTracing(cfg, tp)
-	return newClient(t, cfg)
+	c, err := client.New(cfg, client.Options{Scheme: scheme(t), TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {

@@ -50,6 +50,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -134,6 +135,10 @@ type Options struct {
 	// KeepKlog leaves klog (client-go's logger) alone. Default false: klog
 	// is routed to Logger through a logr bridge, so one process has one log.
 	KeepKlog bool
+	// TracerProvider, if non-nil, traces the client's requests and the
+	// reconciles of controllers built by the builder (OpenTelemetry API;
+	// the SDK and exporter are the caller's). Default nil: no spans.
+	TracerProvider trace.TracerProvider
 	// Name names this program in the Events it records (their
 	// reportingController): a qualified name such as
 	// "example.com/my-operator". Default "skiff.dev/" + the executable's
@@ -224,7 +229,7 @@ func New(o Options) (*Manager, error) {
 	}
 	if o.Config != nil {
 		m.client, err = client.New(o.Config, client.Options{Scheme: o.Scheme, Factory: m.factory, InformerMetrics: m.metrics.Informers, Metrics: m.metrics.Requests,
-			Transport: client.TransportOptions{Metrics: m.metrics.Transport}})
+			Transport: client.TransportOptions{Metrics: m.metrics.Transport}, TracerProvider: o.TracerProvider})
 		if err != nil {
 			return nil, fmt.Errorf("manager: %w", err)
 		}
@@ -288,6 +293,9 @@ func defaultName() string {
 	}
 	return "skiff.dev/" + name[:min(len(name), 63)]
 }
+
+// TracerProvider is Options.TracerProvider (nil: no tracing).
+func (m *Manager) TracerProvider() trace.TracerProvider { return m.o.TracerProvider }
 
 // ConfigError says why the manager has no Config (none given, and none
 // found by client.LoadConfig); nil when it has one.

@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-
 // feed completes n writes, all started at started, finishing at now with
 // latency each, and returns the limit after the last.
 func feed(g *governor, n int, started, now time.Time, latency time.Duration) int {

@@ -10,14 +10,12 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -154,7 +152,7 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	go func() { mgrDone <- mgr.Start(mgrCtx) }()
 	defer func() { stopMgr(); <-mgrDone }()
 
-	want, err := makeLoad(ctx, cfg, ns, d, stdout)
+	want, err := makeLoad(ctx, cfg, scheme, ns, d, stdout)
 	if err != nil {
 		return err
 	}
@@ -183,31 +181,28 @@ type expected struct {
 }
 
 // makeLoad creates d.objects Foos, then changes d.churn of them and deletes
-// d.deletes of them, 32 requests at a time, with its own (uncounted) client.
-func makeLoad(ctx context.Context, cfg *rest.Config, ns string, d demoConfig, stdout io.Writer) (*expected, error) {
-	dc, err := dynamic.NewForConfig(cfg)
+// d.deletes of them, each step with client.Bulk (as many at once as the
+// server takes without queueing), through its own client: cfg is not the
+// operator's counted config, so the load's requests are not counted.
+func makeLoad(ctx context.Context, cfg *rest.Config, scheme *kruntime.Scheme, ns string, d demoConfig, stdout io.Writer) (*expected, error) {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("build the load generator's client: %w", err)
 	}
-	foos := dc.Resource(foo.GVR).Namespace(ns)
 	want := &expected{ns: ns, messages: make(map[string]string, d.objects)}
-	names := make([]string, d.objects)
-	for i := range names {
-		names[i] = fmt.Sprintf("foo-%05d", i)
-		want.messages[names[i]] = "hello from " + names[i]
+	foos := make([]*foo.Foo, d.objects)
+	for i := range foos {
+		name := fmt.Sprintf("foo-%05d", i)
+		want.messages[name] = "hello from " + name
+		foos[i] = &foo.Foo{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       foo.FooSpec{Message: want.messages[name]},
+		}
 	}
 	fmt.Fprintf(stdout, "skiff demo: creating %d Foos in namespace %s\n", d.objects, ns)
 	want.start = time.Now()
-	err = parallel(ctx, names, func(ctx context.Context, name string) error {
-		obj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "demo.skiff.dev/v1", "kind": "Foo",
-			"metadata": map[string]any{"name": name},
-			"spec":     map[string]any{"message": want.messages[name]},
-		}}
-		_, err := foos.Create(ctx, obj, metav1.CreateOptions{})
-		return err
-	})
-	if err != nil {
+	create := func(ctx context.Context, f *foo.Foo) error { return c.Create(ctx, f) }
+	if err := client.Bulk(ctx, foos, create, client.BulkOptions{}).Err(); err != nil {
 		return nil, fmt.Errorf("create Foos: %w", err)
 	}
 	want.created = d.objects
@@ -215,62 +210,29 @@ func makeLoad(ctx context.Context, cfg *rest.Config, ns string, d demoConfig, st
 	perm := rng.Perm(d.objects)
 	nChange := int(d.churn * float64(d.objects))
 	nDelete := min(int(d.deletes*float64(d.objects)), d.objects-nChange)
-	var change, del []string
+	var change, del []*foo.Foo
 	for _, i := range perm[:nChange] {
-		change = append(change, names[i])
-		want.messages[names[i]] = "changed: " + names[i]
+		change = append(change, foos[i])
+		want.messages[foos[i].Name] = "changed: " + foos[i].Name
 	}
 	for _, i := range perm[nChange : nChange+nDelete] {
-		del = append(del, names[i])
-		delete(want.messages, names[i])
+		del = append(del, foos[i])
+		delete(want.messages, foos[i].Name)
 	}
 	fmt.Fprintf(stdout, "skiff demo: churn: changing %d and deleting %d Foos\n", len(change), len(del))
-	err = parallel(ctx, change, func(ctx context.Context, name string) error {
-		patch := fmt.Appendf(nil, `{"spec":{"message":%q}}`, want.messages[name])
-		_, err := foos.Patch(ctx, name, "application/merge-patch+json", patch, metav1.PatchOptions{})
-		return err
-	})
-	if err != nil {
+	patch := func(ctx context.Context, f *foo.Foo) error {
+		data := fmt.Appendf(nil, `{"spec":{"message":%q}}`, want.messages[f.Name])
+		return c.Patch(ctx, f, client.RawPatch(types.MergePatchType, data))
+	}
+	if err := client.Bulk(ctx, change, patch, client.BulkOptions{}).Err(); err != nil {
 		return nil, fmt.Errorf("change Foos: %w", err)
 	}
-	err = parallel(ctx, del, func(ctx context.Context, name string) error {
-		return foos.Delete(ctx, name, metav1.DeleteOptions{})
-	})
-	if err != nil {
+	remove := func(ctx context.Context, f *foo.Foo) error { return c.Delete(ctx, f) }
+	if err := client.Bulk(ctx, del, remove, client.BulkOptions{}).Err(); err != nil {
 		return nil, fmt.Errorf("delete Foos: %w", err)
 	}
 	want.changed, want.deleted = len(change), len(del)
 	return want, nil
-}
-
-// parallel runs fn for every item, 32 at a time, and returns the first error.
-func parallel(ctx context.Context, items []string, fn func(context.Context, string) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	var firstErr error
-	var once sync.Once
-	sem := make(chan struct{}, 32)
-	for _, it := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := fn(ctx, it); err != nil {
-				once.Do(func() { firstErr = fmt.Errorf("%s: %w", it, err); cancel() })
-			}
-		})
-	}
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return firstErr
 }
 
 type demoResult struct {

@@ -186,6 +186,12 @@ func objectKey(obj Object) string {
 //     window) not below 90% of the previous window's: limit × 1.5.
 //   - otherwise hold.
 //
+// Base is the lowest latency seen, so it is only the unloaded latency if
+// some window ran without queueing: a server that queues already at
+// InitialConcurrency makes base too high, and the limit settles higher than
+// it would (up to about 4.5× the server's capacity instead of 3×, in the
+// model of TestGovernorSettlesNearServerCapacity).
+//
 // A window judged at limit 1 sets base to its p50: with one write in flight
 // nothing queues behind it, so if the server became slower for good the
 // old base is stale (without this, the limit would stay at 1).
@@ -201,8 +207,9 @@ type governor struct {
 	base        time.Duration   // the lowest window p50; 0: none yet
 }
 
-// minWindow is the fewest completions a window judges by.
-const minWindow = 4
+// minWindow is the fewest completions a window judges by: on a busy
+// machine single latencies vary several-fold, so a median of fewer is noise.
+const minWindow = 16
 
 func newGovernor(initial, maxLimit int, now time.Time) governor {
 	maxLimit = max(maxLimit, 1)

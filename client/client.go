@@ -52,6 +52,8 @@
 //     OpenTelemetry client span, the child of the reconcile's span.
 //   - Coalescer: merges JSON merge patches to one object made within a
 //     window into one request (ComposeMergePatches is the pure part).
+//   - Bulk: writes many objects with a concurrency that adapts to the
+//     server's latency and 429s.
 package client
 
 import (

@@ -13,11 +13,9 @@ import (
 	"github.com/skiffkit/skiff/testenv"
 )
 
-// convergeEnv starts a control plane with the Foo CRD for one round of C1
-// (every contender of the round runs against it) and stops it when tb ends.
-// The package's TestMain belongs to the informer benchmarks, so C1 keeps its
-// control plane's lifetime to its own round.
-func convergeEnv(tb testing.TB) *testenv.Env {
+// roundEnv starts a control plane for one round of a benchmark whose
+// contenders share it, and stops it when tb ends.
+func roundEnv(tb testing.TB) *testenv.Env {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -30,6 +28,18 @@ func convergeEnv(tb testing.TB) *testenv.Env {
 			tb.Errorf("stop control plane: %v", err)
 		}
 	})
+	return env
+}
+
+// convergeEnv starts a control plane with the Foo CRD for one round of C1
+// (every contender of the round runs against it) and stops it when tb ends.
+// The package's TestMain belongs to the informer benchmarks, so C1 keeps its
+// control plane's lifetime to its own round.
+func convergeEnv(tb testing.TB) *testenv.Env {
+	tb.Helper()
+	env := roundEnv(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	if _, err := testenv.ApplyCRDs(ctx, env.Config(), foo.CRD); err != nil {
 		tb.Fatalf("install the Foo CRD: %v", err)
 	}

@@ -62,7 +62,7 @@ type s1Contender struct {
 
 func BenchmarkNaiveVsSkiff(b *testing.B) {
 	size := s1Sizes()
-	env := s1Env(b)
+	env := roundEnv(b) // namespace controller on, for the reset between contenders
 	for _, c := range []s1Contender{
 		{name: "naive", start: startNaiveS1},
 		{name: "skiff", start: startSkiffS1},
@@ -87,24 +87,6 @@ func BenchmarkNaiveVsSkiff(b *testing.B) {
 			b.ReportMetric(float64(len(lats))/n, "changes")
 		})
 	}
-}
-
-// s1Env starts the control plane S1's contenders share (namespace
-// controller on, for the reset between contenders) and stops it when tb ends.
-func s1Env(tb testing.TB) *testenv.Env {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	env, err := testenv.Start(ctx, testenv.Options{})
-	if err != nil {
-		tb.Fatalf("control plane: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			tb.Errorf("stop control plane: %v", err)
-		}
-	})
-	return env
 }
 
 type s1Result struct {

@@ -26,24 +26,31 @@ func KeyOf(obj Object) ObjectKey { return cache.KeyOf(obj) }
 // scope fits its scope, and no informer of T with another scope exists.
 // It may call discovery.
 func CheckInformer[T Object](c *Client, scope cache.Scope) error {
+	_, _, err := checkInformer[T](c, scope)
+	return err
+}
+
+// checkInformer is CheckInformer returning the existing informer of T (nil
+// if none yet) or, when there is none, T's mapping.
+func checkInformer[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], *mapping, error) {
 	typ := reflect.TypeFor[T]()
 	c.mu.Lock()
 	have, ok := c.informers[typ]
 	c.mu.Unlock()
 	if ok {
 		if have.scope != scope {
-			return fmt.Errorf("client: the informer for %v already watches %v; cannot also watch %v (one cache per type; build another with cache.InformerFor)", typ, have.scope, scope)
+			return nil, nil, fmt.Errorf("client: the informer for %v already watches %v; cannot also watch %v (one cache per type; build another with cache.InformerFor)", typ, have.scope, scope)
 		}
-		return nil
+		return have.inf.(*cache.Informer[T]), have.m, nil
 	}
 	m, err := c.mappingFor(newObject[T]())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if !m.namespaced && scope.Namespace != "" {
-		return fmt.Errorf("client: %v is cluster-scoped; its informer cannot be limited to namespace %q", m.gvk.Kind, scope.Namespace)
+		return nil, nil, fmt.Errorf("client: %v is cluster-scoped; its informer cannot be limited to namespace %q", m.gvk.Kind, scope.Namespace)
 	}
-	return nil
+	return nil, m, nil
 }
 
 // IsNamespaced reports whether obj's type is a namespaced resource on the
@@ -62,20 +69,11 @@ func (c *Client) IsNamespaced(obj Object) (bool, error) {
 // type: asking again with the same scope returns it, with another scope is
 // an error. An informer created while the factory runs starts at once.
 func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], error) {
-	if err := CheckInformer[T](c, scope); err != nil {
-		return nil, err
+	have, m, err := checkInformer[T](c, scope)
+	if err != nil || have != nil {
+		return have, err
 	}
 	typ := reflect.TypeFor[T]()
-	c.mu.Lock()
-	have, ok := c.informers[typ]
-	c.mu.Unlock()
-	if ok {
-		return have.inf.(*cache.Informer[T]), nil
-	}
-	m, err := c.mappingFor(newObject[T]())
-	if err != nil {
-		return nil, err
-	}
 	src := cache.RESTSource[T](m.rc, m.gvr, scope)
 	name := src.Resource
 	var parts []string

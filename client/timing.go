@@ -78,8 +78,8 @@ type phaseTimer struct {
 	verb  string
 	watch bool
 
-	mu                                                 sync.Mutex
-	dnsStart, connectStart, tlsStart, wrote, firstByte time.Time
+	mu                                                            sync.Mutex
+	dnsStart, connectStart, tlsStart, gotConnAt, wrote, firstByte time.Time
 }
 
 // traceRequest returns req with hooks that time its phases.
@@ -105,6 +105,9 @@ func (t *phaseTimer) observe(phase string, d time.Duration) {
 }
 
 func (t *phaseTimer) gotConn(info httptrace.GotConnInfo) {
+	t.mu.Lock()
+	t.gotConnAt = time.Now()
+	t.mu.Unlock()
 	if info.Reused {
 		t.m.reused.Inc()
 	} else {
@@ -168,6 +171,13 @@ func (t *phaseTimer) gotFirstByte() {
 	now := time.Now()
 	t.mu.Lock()
 	wrote := t.wrote
+	if wrote.IsZero() {
+		// HTTP/2 calls WroteRequest from the writing goroutine and
+		// GotFirstResponseByte from the connection's read loop: a fast
+		// answer (a watch's headers) can arrive first. Count from when the
+		// request got its connection instead.
+		wrote = t.gotConnAt
+	}
 	t.firstByte = now
 	t.mu.Unlock()
 	if !wrote.IsZero() {

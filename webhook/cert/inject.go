@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -23,6 +25,9 @@ var (
 	mutatingGVR   = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations"}
 	crdGVR        = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 )
+
+// errStale says the object changed between read and patch.
+var errStale = errors.New("object changed since read")
 
 // target is one object whose caBundle is kept in sync.
 type target struct {
@@ -149,6 +154,9 @@ func (in *injector) run(ctx context.Context, t target) {
 			}
 			err = fmt.Errorf("watch %s: %w", t, werr)
 		}
+		if errors.Is(err, errStale) {
+			continue // read it again now
+		}
 		if ctx.Err() == nil {
 			in.log.Warn("cert: caBundle injection will retry", "object", t.String(), "err", err)
 		}
@@ -193,6 +201,11 @@ func (in *injector) sync(ctx context.Context, t target, want []byte) (string, er
 		}
 		if _, err := res.Patch(ctx, t.name, types.JSONPatchType, body, metav1.PatchOptions{}); err != nil {
 			in.setStatus(t, targetStatus{known: true})
+			if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+				// The resourceVersion test failed: another replica (or
+				// anyone) wrote the object since it was read.
+				return "", errStale
+			}
 			return "", fmt.Errorf("patch caBundle of %s: %w", t, err)
 		}
 		in.log.Info("cert: caBundle updated", "object", t.String())

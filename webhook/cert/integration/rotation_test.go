@@ -144,7 +144,8 @@ func TestRotationUnderAdmissionTraffic(t *testing.T) {
 	mu.Unlock()
 	callsAtStart := calls.Load()
 
-	// The traffic: 80 creates/s from 16 workers until the CA rotation is
+	// The traffic: 80 creates/s from 48 workers (each create is a new TLS
+	// handshake with the webhook, so a create can take a while on a busy machine) until the CA rotation is
 	// complete (the bundle is one CA the traffic did not start with).
 	var ok, failed atomic.Int64
 	var errMu sync.Mutex
@@ -153,7 +154,7 @@ func TestRotationUnderAdmissionTraffic(t *testing.T) {
 	lim := rate.NewLimiter(80, 1)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range 16 {
+	for range 48 {
 		wg.Go(func() {
 			for lim.Wait(loadCtx) == nil {
 				if err := create(ctx); err != nil {

@@ -52,7 +52,7 @@ type injector struct {
 	now     func() time.Time
 	retry   time.Duration
 	targets []target
-	onAll   func() // called when every target comes to carry the bundle
+	onAll   func() // called (under mu) when every target comes to carry the bundle
 
 	mu       sync.Mutex
 	want     []byte
@@ -122,7 +122,7 @@ func (in *injector) recomputeLocked() {
 	}
 	if in.want != nil && !bytes.Equal(in.allFor, in.want) {
 		in.allFor, in.allSince = in.want, in.now()
-		go in.onAll() // onAll may take locks of its own; it only pokes a channel
+		in.onAll() // must not block or lock: it pokes a buffered channel
 	}
 }
 

@@ -430,7 +430,7 @@ func (m *Replica) stepLocked(g group) error {
 	if len(g.members) == 0 {
 		return nil
 	}
-	ring, err := NewRing(g.members)
+	ring, err := ringFor(m.node.Target(), g.members)
 	if err != nil {
 		return fmt.Errorf("shard: build ring of group %q: %w", m.o.Group, err)
 	}

@@ -360,3 +360,16 @@ func (r *Ring) Selectors(except string) []labels.Selector {
 	}
 	return out
 }
+
+// ringFor is NewRing(members), or prev if it has the same version: the
+// common case of a reading that changed nothing, without re-assigning.
+func ringFor(prev *Ring, members []Member) (*Ring, error) {
+	if prev != nil {
+		ms := slices.Clone(members)
+		slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+		if ringVersion(ms) == prev.version {
+			return prev, nil
+		}
+	}
+	return NewRing(members)
+}

@@ -246,9 +246,11 @@ func ringVersion(ms []Member) string {
 		h.Write([]byte(m.ID))
 		h.Write([]byte{0})
 		h.Write([]byte(strconv.FormatFloat(m.Weight, 'g', -1, 64)))
-		h.Write([]byte{0})
 		if m.Selector != nil {
+			h.Write([]byte{1})
 			h.Write([]byte(m.Selector.String()))
+		} else {
+			h.Write([]byte{0})
 		}
 	}
 	return fmt.Sprintf("%016x", h.Sum64())

@@ -51,7 +51,14 @@ type Options struct {
 	// Port is the apiserver's port on 127.0.0.1. Default 0: a free port.
 	Port int
 	// APIServerArgs are passed to kube-apiserver, e.g. "--max-requests-inflight=800".
+	// They come after every flag testenv sets, so they win. testenv always
+	// sets --audit-webhook-initial-backoff=200ms (see Audit).
 	APIServerArgs []string
+	// Audit, if non-nil, makes the API server send audit events to a
+	// webhook receiver (see AuditOptions). Default nil: no auditing. Stop
+	// takes seconds even when the receiver is already gone: audit retries
+	// back off from 200ms, not kube-apiserver's 10s.
+	Audit *AuditOptions
 	// FeatureGates are kube-apiserver feature gates, e.g. "WatchList=true".
 	FeatureGates string
 	// Controllers lists kube-controller-manager controllers to run.
@@ -73,6 +80,7 @@ type Env struct {
 	cmd        *exec.Cmd
 	dataDir    string
 	ownsDir    bool
+	scratchDir string // testenv's own files (audit policy, ...) when DataDir was given; removed with the Env
 	kubeconfig string
 	server     string
 	admin      string
@@ -121,7 +129,21 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if o.Controllers != "" {
 		args = append(args, "--controllers="+o.Controllers)
 	}
-	for _, a := range o.APIServerArgs {
+	apiArgs := []string{"--audit-webhook-initial-backoff=" + auditBackoff.String()}
+	if o.Audit != nil {
+		dir, err := e.filesDir()
+		if err != nil {
+			e.removeDir()
+			return nil, err
+		}
+		a, err := auditArgs(o.Audit, dir)
+		if err != nil {
+			e.removeDir()
+			return nil, err
+		}
+		apiArgs = append(apiArgs, a...)
+	}
+	for _, a := range append(apiArgs, o.APIServerArgs...) {
 		args = append(args, "--apiserver-arg="+a)
 	}
 	args = append(args, o.ExtraArgs...)
@@ -270,7 +292,8 @@ func (e *Env) CompactEtcd(ctx context.Context) (int64, error) {
 }
 
 // Stop stops the control plane (SIGTERM, then SIGKILL after 30s), waits for
-// it, and removes the data dir if Start created it. It is idempotent; every
+// it, and removes the data dir if Start created it (and testenv's own files,
+// such as the audit policy). It is idempotent; every
 // call returns the first call's result.
 func (e *Env) Stop() error {
 	e.stopOnce.Do(func() {
@@ -302,6 +325,26 @@ func (e *Env) removeDir() {
 	if e.ownsDir {
 		os.RemoveAll(filepath.Dir(e.dataDir))
 	}
+	if e.scratchDir != "" {
+		os.RemoveAll(e.scratchDir)
+	}
+}
+
+// filesDir is where testenv writes files the control plane reads: the temp
+// dir that holds the data dir, or, when the caller chose the data dir (which
+// skiff-controlplane wants empty or its own), a temp dir of its own.
+func (e *Env) filesDir() (string, error) {
+	if e.ownsDir {
+		return filepath.Dir(e.dataDir), nil
+	}
+	if e.scratchDir == "" {
+		dir, err := os.MkdirTemp("", "skiff-testenv-files-")
+		if err != nil {
+			return "", fmt.Errorf("create a temp dir for testenv's files: %w", err)
+		}
+		e.scratchDir = dir
+	}
+	return e.scratchDir, nil
 }
 
 // limitedBuffer keeps the first max bytes written and drops the rest.

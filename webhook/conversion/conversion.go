@@ -21,16 +21,17 @@ type Object interface {
 	runtime.Object
 }
 
-// DefaultMaxBodyBytes is the default limit on a ConversionReview's size. A
-// review carries a whole list page (or an unpaginated list) of objects, so
-// the limit is far above the API server's 3 MiB per object.
-const DefaultMaxBodyBytes = 64 << 20
+// DefaultMaxBodyBytes is the default limit on a ConversionReview's size:
+// room for several objects of the API server's 3 MiB maximum, as a review
+// may carry many objects (kube-apiserver 1.36 was seen sending one per
+// review, even for lists).
+const DefaultMaxBodyBytes = 32 << 20
 
 // Options configure a Webhook. The zero value is valid; every field states
 // its default.
 type Options struct {
 	// MaxBodyBytes bounds the request body; a larger one gets 400. Default
-	// DefaultMaxBodyBytes (64 MiB).
+	// DefaultMaxBodyBytes (32 MiB).
 	MaxBodyBytes int64
 	// Registerer, if non-nil, receives skiff_conversion_requests_total
 	// {kind,result} and skiff_conversion_request_duration_seconds

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,17 +153,19 @@ func Spoke[S, H Object](w *Webhook[H], toHub func(src S, dst H) error, fromHub f
 	return nil
 }
 
-// Versions returns the registered versions, hub first.
+// Versions returns the registered versions: the hub first, then the spokes
+// sorted by version name.
 func (w *Webhook[H]) Versions() []schema.GroupVersionKind {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	out := []schema.GroupVersionKind{w.versions[w.hubVersion].gvk}
+	var spokes []schema.GroupVersionKind
 	for name, v := range w.versions {
 		if name != w.hubVersion {
-			out = append(out, v.gvk)
+			spokes = append(spokes, v.gvk)
 		}
 	}
-	return out
+	slices.SortFunc(spokes, func(a, b schema.GroupVersionKind) int { return strings.Compare(a.Version, b.Version) })
+	return append([]schema.GroupVersionKind{w.versions[w.hubVersion].gvk}, spokes...)
 }
 
 // describe resolves T in scheme and checks that its metadata can be copied.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // The result label of the webhook's metrics.
@@ -63,7 +64,7 @@ func (w *Webhook[H]) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		panic(fmt.Sprintf("encode ConversionReview response: %v", err)) // only RawMessages we produced and plain fields: a bug
 	}
 	result = resultSuccess
-	if resp.Response.Result.Status != "Success" {
+	if resp.Response.Result.Status != metav1.StatusSuccess {
 		result = resultFailure
 	}
 	rw.Header().Set("Content-Type", "application/json")

@@ -205,6 +205,18 @@ func TestConversionThroughTheAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("ConfigureCRD names what it cannot find", func(t *testing.T) {
+		scheme.AddKnownTypeWithName(boat.V1Version.WithKind("Ghost"), &ghost{})
+		err := conversion.ConfigureCRD[*ghost](ctx, c, conversion.ClientConfig{URL: srv.URL + "/convert"})
+		if err == nil || !strings.Contains(err.Error(), "serves no resource of kind Ghost") {
+			t.Errorf("CRD not installed: %v", err)
+		}
+		err = conversion.ConfigureCRD[*unregistered](ctx, c, conversion.ClientConfig{URL: srv.URL + "/convert"})
+		if err == nil || !strings.Contains(err.Error(), "not registered") {
+			t.Errorf("type not in the scheme: %v", err)
+		}
+	})
+
 	for _, result := range []string{"success", "failure"} {
 		if n := requests(t, reg, result); n < 1 {
 			t.Errorf("skiff_conversion_requests_total{result=%q} = %v after the API server called", result, n)
@@ -284,4 +296,16 @@ func newV2(ns, name string, replicas int, tier string) *boat.V2 {
 	b.Namespace, b.Name = ns, name
 	b.Labels = map[string]string{"app": name}
 	return b
+}
+
+// ghost is registered in the scheme but has no CRD; unregistered is not
+// registered at all.
+type (
+	ghost        struct{ boat.V1 }
+	unregistered struct{ boat.V1 }
+)
+
+func (g *ghost) DeepCopyObject() runtime.Object { return &ghost{*g.V1.DeepCopyObject().(*boat.V1)} }
+func (u *unregistered) DeepCopyObject() runtime.Object {
+	return &unregistered{*u.V1.DeepCopyObject().(*boat.V1)}
 }

@@ -3,6 +3,7 @@ package conversion_test
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -255,7 +256,8 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestPanicIs500AndTheHandlerKeepsServing(t *testing.T) {
-	w, err := conversion.New[*boat.V2](boatScheme(t), conversion.Options{})
+	var logs bytes.Buffer
+	w, err := conversion.New[*boat.V2](boatScheme(t), conversion.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,6 +276,9 @@ func TestPanicIs500AndTheHandlerKeepsServing(t *testing.T) {
 	}
 	if resp := convert(t, w, "conversion.test.skiff.dev/v2", v1Boat("ns", "a", 1, nil)); resp.Result.Status != "Success" {
 		t.Fatalf("after a panic: %+v", resp.Result)
+	}
+	if !strings.Contains(logs.String(), "conversion webhook panicked") || !strings.Contains(logs.String(), "negative size") {
+		t.Errorf("the panic was not logged: %q", logs.String())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,7 +24,7 @@ import (
 // reaches it, and checks every result is counted and timed.
 func TestOverHTTPSWithMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	w, err := conversion.New[*boat.V2](boatScheme(t), conversion.Options{Registerer: reg, MaxBodyBytes: 4096})
+	w, err := conversion.New[*boat.V2](boatScheme(t), conversion.Options{Registerer: reg, MaxBodyBytes: 4096, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

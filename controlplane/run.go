@@ -209,7 +209,9 @@ func run(ctx context.Context, o config, stdout io.Writer) (err error) {
 
 // quietKlog sends every klog line (apiserver, client-go) to w once: klog
 // otherwise copies each line into every lower severity's writer and echoes
-// errors to stderr.
+// errors to stderr. With one_output each line goes only to its own
+// severity's writer, so every severity must have w (warnings and errors such
+// as "Error in audit plugin" were once lost to io.Discard here).
 func quietKlog(w io.Writer) {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
@@ -217,9 +219,8 @@ func quietKlog(w io.Writer) {
 	fs.Set("alsologtostderr", "false")
 	fs.Set("stderrthreshold", "FATAL")
 	fs.Set("one_output", "true")
-	klog.SetOutputBySeverity("INFO", w)
-	for _, sev := range []string{"WARNING", "ERROR", "FATAL"} {
-		klog.SetOutputBySeverity(sev, io.Discard)
+	for _, sev := range []string{"INFO", "WARNING", "ERROR", "FATAL"} {
+		klog.SetOutputBySeverity(sev, w)
 	}
 }
 

@@ -43,6 +43,22 @@ type Options[T Object] struct {
 	// objects untouched.
 	Transform func(T) T
 
+	// FullDecode makes the informer decode metadata.managedFields and the
+	// last-applied annotation even when DefaultTransform then drops them.
+	// Default false: while Transform is nil (DefaultTransform), sources
+	// that can (TypedSource) cut both out of the wire bytes before
+	// decoding, so they are never allocated. With any other Transform
+	// objects are always decoded whole.
+	FullDecode bool
+
+	// NoIntern keeps every decoded string as its own allocation. Default
+	// false: strings that repeat across objects (namespaces, label and
+	// annotation keys and short values, owner references, and for pods
+	// images, container, volume and env names, enum values, …) share one
+	// copy per informer, which makes each cached object smaller. Interning
+	// runs on the decoded object before Transform.
+	NoIntern bool
+
 	// Indexes are extra named indexes; NamespaceIndex is always there.
 	Indexes map[string]IndexFunc[T]
 

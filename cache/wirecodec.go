@@ -103,7 +103,9 @@ func (d leanDecoder) Decode(data []byte, gvk *schema.GroupVersionKind, into runt
 	return obj, kind, err
 }
 
-func (d leanDecoder) Encode(obj runtime.Object, w io.Writer) error { return d.Serializer.Encode(obj, w) }
+func (d leanDecoder) Encode(obj runtime.Object, w io.Writer) error {
+	return d.Serializer.Encode(obj, w)
+}
 
 // leanKey marks a list or watch request whose objects may be decoded
 // without managedFields and the last-applied annotation: the informer

@@ -1,9 +1,12 @@
 package cache
 
 import (
+	"hash/maphash"
+	"maps"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -26,14 +29,25 @@ const (
 	internMaxEntries = 1 << 16
 )
 
-// interner maps a string to its shared copy. Safe for concurrent use; one
-// lock per object, not per string.
+// interner maps a string to its shared copy, and a small map (labels,
+// annotations, node selector, resource lists) to an equal map another
+// object already holds. Safe for concurrent use; one lock per object, not
+// per string.
+//
+// Shared maps are why interning runs after Transform: from then on the
+// object is read-only, and a reader that writes into a cached object's map
+// (never allowed) would now change other objects too.
 type interner struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu     sync.Mutex
+	m      map[string]string
+	maps   map[uint64][]any // content hash → maps with that hash
+	nmaps  int
+	seed   maphash.Seed
 }
 
-func newInterner() *interner { return &interner{m: make(map[string]string, 256)} }
+func newInterner() *interner {
+	return &interner{m: make(map[string]string, 256), maps: make(map[uint64][]any, 64), seed: maphash.MakeSeed()}
+}
 
 // s returns the shared copy of v. Called with mu held.
 func (in *interner) s(v string) string {
@@ -43,11 +57,62 @@ func (in *interner) s(v string) string {
 	if c, ok := in.m[v]; ok {
 		return c
 	}
-	if len(in.m) >= internMaxEntries {
-		in.m = make(map[string]string, 256)
-	}
+	in.makeRoom()
 	in.m[v] = v
 	return v
+}
+
+// makeRoom starts the tables afresh when they are full.
+func (in *interner) makeRoom() {
+	if len(in.m)+in.nmaps >= internMaxEntries {
+		in.m = make(map[string]string, 256)
+		in.maps = make(map[uint64][]any, 64)
+		in.nmaps = 0
+	}
+}
+
+// shareMap returns a map equal to m that an earlier object holds, or m
+// with its strings interned (then kept for later objects). Maps of more
+// than internMaxMapLen entries are only interned.
+func shareMap[K ~string, V comparable](in *interner, m map[K]V, internValue func(V) V) map[K]V {
+	if len(m) == 0 {
+		return m
+	}
+	if len(m) > internMaxMapLen {
+		internEntries(in, m, internValue)
+		return m
+	}
+	var h uint64
+	for k, v := range m {
+		// Order-independent: a sum of per-entry hashes.
+		h += maphash.String(in.seed, string(k))*0x9e3779b97f4a7c15 ^ maphash.Comparable(in.seed, v)
+	}
+	for _, c := range in.maps[h] {
+		if cm, ok := c.(map[K]V); ok && maps.Equal(cm, m) {
+			return cm
+		}
+	}
+	internEntries(in, m, internValue)
+	in.makeRoom()
+	in.maps[h] = append(in.maps[h], m)
+	in.nmaps++
+	return m
+}
+
+// internEntries interns m's keys (and values, with internValue) in place.
+// Assigning to an existing key replaces the map's copy of a string key, so
+// the decoded key becomes garbage too.
+func internEntries[K ~string, V any](in *interner, m map[K]V, internValue func(V) V) {
+	for k, v := range m {
+		m[internAs(in, k)] = internValue(v)
+	}
+}
+
+// internMaxMapLen: larger maps are rarely equal across objects.
+const internMaxMapLen = 32
+
+func (in *interner) strMap(m map[string]string) map[string]string {
+	return shareMap(in, m, in.s)
 }
 
 func internAs[S ~string](in *interner, v S) S { return S(in.s(string(v))) }
@@ -61,15 +126,6 @@ func (in *interner) ptr(p *string) {
 func (in *interner) slice(vs []string) {
 	for i := range vs {
 		vs[i] = in.s(vs[i])
-	}
-}
-
-// internMap interns keys and values of m in place. Assigning to an existing
-// key replaces the map's copy of a string key, so the decoded key becomes
-// garbage too.
-func internMap[K, V ~string](in *interner, m map[K]V) {
-	for k, v := range m {
-		m[internAs(in, k)] = internAs(in, v)
 	}
 }
 
@@ -97,8 +153,8 @@ func (in *interner) object(obj any) {
 func (in *interner) meta(m *metav1.ObjectMeta) {
 	m.Namespace = in.s(m.Namespace)
 	m.GenerateName = in.s(m.GenerateName)
-	internMap(in, m.Labels)
-	internMap(in, m.Annotations)
+	m.Labels = in.strMap(m.Labels)
+	m.Annotations = in.strMap(m.Annotations)
 	for i := range m.OwnerReferences {
 		r := &m.OwnerReferences[i]
 		r.APIVersion = in.s(r.APIVersion)
@@ -129,7 +185,7 @@ func (in *interner) podSpec(s *corev1.PodSpec) {
 	}
 	s.RestartPolicy = internAs(in, s.RestartPolicy)
 	s.DNSPolicy = internAs(in, s.DNSPolicy)
-	internMap(in, s.NodeSelector)
+	s.NodeSelector = in.strMap(s.NodeSelector)
 	s.ServiceAccountName = in.s(s.ServiceAccountName)
 	s.DeprecatedServiceAccount = in.s(s.DeprecatedServiceAccount)
 	s.NodeName = in.s(s.NodeName)
@@ -280,14 +336,12 @@ func (in *interner) container(c *corev1.Container) {
 	c.ImagePullPolicy = internAs(in, c.ImagePullPolicy)
 }
 
-// resources interns the resource names (map keys); quantities are structs
-// without exported strings.
+// resources shares equal resource lists (a map of 2 quantities costs about
+// 600 bytes) and interns resource names.
 func (in *interner) resources(r *corev1.ResourceRequirements) {
-	for _, l := range []corev1.ResourceList{r.Limits, r.Requests} {
-		for k, v := range l {
-			l[internAs(in, k)] = v
-		}
-	}
+	keep := func(q resource.Quantity) resource.Quantity { return q }
+	r.Limits = shareMap(in, r.Limits, keep)
+	r.Requests = shareMap(in, r.Requests, keep)
 }
 
 func (in *interner) probe(p *corev1.Probe) {

@@ -51,12 +51,14 @@ type Options[T Object] struct {
 	// objects are always decoded whole.
 	FullDecode bool
 
-	// NoIntern keeps every decoded string as its own allocation. Default
-	// false: strings that repeat across objects (namespaces, label and
-	// annotation keys and short values, owner references, and for pods
-	// images, container, volume and env names, enum values, …) share one
-	// copy per informer, which makes each cached object smaller. Interning
-	// runs on the decoded object before Transform.
+	// NoIntern keeps every decoded string and map as its own allocation.
+	// Default false: after Transform, strings that repeat across objects
+	// (namespaces, label and annotation keys and short values, owner
+	// references, and for pods images, container, volume and env names,
+	// enum values, …) share one copy per informer, and so do equal label,
+	// annotation and node-selector maps and resource lists, which makes
+	// each cached object smaller. Cached objects are read-only: with
+	// shared maps, writing into one would change others too.
 	NoIntern bool
 
 	// Indexes are extra named indexes; NamespaceIndex is always there.

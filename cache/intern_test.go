@@ -142,6 +142,13 @@ func TestInternSharesStrings(t *testing.T) {
 			t.Errorf("%s %q not shared between pods", c.what, c.x)
 		}
 	}
+	ptr := func(m any) uintptr { return reflect.ValueOf(m).Pointer() }
+	if ptr(a.Spec.NodeSelector) != ptr(b.Spec.NodeSelector) || ptr(a.Spec.Containers[0].Resources.Requests) != ptr(b.Spec.Containers[1].Resources.Requests) {
+		t.Error("equal node selectors or resource lists not shared")
+	}
+	if ptr(a.Labels) == ptr(b.Labels) || ptr(a.Spec.Containers[0].Resources.Requests) == ptr(a.Spec.Containers[0].Resources.Limits) {
+		t.Error("different maps shared")
+	}
 	if same(a.Name, b.Name) || same(a.ResourceVersion, b.ResourceVersion) {
 		t.Error("name or resourceVersion (unique per object) was interned")
 	}

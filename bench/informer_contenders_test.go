@@ -72,7 +72,9 @@ const (
 )
 
 var informerImpls = []informerImpl{
-	{"skiff", func(s informerSetup) (*runningInformer, error) { return startSkiff(s, skiffcache.Options[*corev1.Pod]{}) }},
+	{"skiff", func(s informerSetup) (*runningInformer, error) {
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{})
+	}},
 	// skiff's engine as it was before issue 12: every field decoded, then
 	// DefaultTransform, no interning.
 	{"skiff/fulldecode", func(s informerSetup) (*runningInformer, error) {

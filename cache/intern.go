@@ -38,11 +38,11 @@ const (
 // object is read-only, and a reader that writes into a cached object's map
 // (never allowed) would now change other objects too.
 type interner struct {
-	mu     sync.Mutex
-	m      map[string]string
-	maps   map[uint64][]any // content hash → maps with that hash
-	nmaps  int
-	seed   maphash.Seed
+	mu    sync.Mutex
+	m     map[string]string
+	maps  map[uint64][]any // content hash → maps with that hash
+	nmaps int
+	seed  maphash.Seed
 }
 
 func newInterner() *interner {

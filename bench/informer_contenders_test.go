@@ -72,7 +72,14 @@ const (
 )
 
 var informerImpls = []informerImpl{
-	{"skiff", startSkiff},
+	{"skiff", func(s informerSetup) (*runningInformer, error) {
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{})
+	}},
+	// skiff's engine as it was before issue 12: every field decoded, then
+	// DefaultTransform, no interning.
+	{"skiff/fulldecode", func(s informerSetup) (*runningInformer, error) {
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{FullDecode: true, NoIntern: true})
+	}},
 	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireDefault, false) }},
 	{"clientgo/json", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireJSON, false) }},
 	{"clientgo/tuned", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireProtobuf, true) }},
@@ -86,9 +93,10 @@ func forEachInformerImpl(b *testing.B, fn func(b *testing.B, f *informerFixture,
 	}
 }
 
-// startSkiff is skiff's informer with its defaults: protobuf, watch-list,
-// DefaultTransform.
-func startSkiff(s informerSetup) (*runningInformer, error) {
+// startSkiff is skiff's informer with options o (the zero value: its
+// defaults: protobuf, watch-list, DefaultTransform with managedFields and
+// last-applied cut before decoding, interning).
+func startSkiff(s informerSetup, o skiffcache.Options[*corev1.Pod]) (*runningInformer, error) {
 	src, err := skiffcache.TypedSource[*corev1.Pod](s.cfg, corev1.SchemeGroupVersion.WithResource("pods"), skiffcache.Scope{Namespace: s.ns})
 	if err != nil {
 		return nil, err
@@ -96,7 +104,7 @@ func startSkiff(s informerSetup) (*runningInformer, error) {
 	if s.wrap != nil {
 		src.LW = s.wrap(src.LW)
 	}
-	inf := skiffcache.New(src, skiffcache.Options[*corev1.Pod]{})
+	inf := skiffcache.New(src, o)
 	if h := s.handler; h != nil {
 		inf.AddEventHandler(skiffcache.EventHandler[*corev1.Pod]{OnAdd: h.onAdd, OnUpdate: h.onUpdate}, skiffcache.EventHandlerOptions{})
 	}

@@ -15,6 +15,11 @@
 //   - Transform before storing: DefaultTransform strips managedFields and
 //     the last-applied-configuration annotation. Project caches a small
 //     struct of your own (embed Meta) instead of the full object.
+//   - Decode only what is kept: with the default transform, TypedSource cuts
+//     managedFields and the last-applied annotation out of the protobuf
+//     bytes before decoding (Options.FullDecode turns it off). After the
+//     transform, strings and small maps that repeat across objects are
+//     shared through a bounded per-informer interner (Options.NoIntern).
 //   - Reflector behind ListerWatcher (the only I/O): streaming watch-list
 //     (sendInitialEvents, ended by the k8s.io/initial-events-end bookmark),
 //     falling back to paginated lists (PageSize, default 500) when the

@@ -44,6 +44,7 @@ type Informer[T Object] struct {
 // New returns an informer over src. It starts nothing; call Run.
 func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 	name := orDefault(o.Name, src.Resource)
+	src, o = leanSource(src, o)
 	if o.Transform == nil {
 		o.Transform = DefaultTransform[T]
 	}

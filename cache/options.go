@@ -43,6 +43,24 @@ type Options[T Object] struct {
 	// objects untouched.
 	Transform func(T) T
 
+	// FullDecode makes the informer decode metadata.managedFields and the
+	// last-applied annotation even when DefaultTransform then drops them.
+	// Default false: while Transform is nil (DefaultTransform), sources
+	// that can (TypedSource) cut both out of the wire bytes before
+	// decoding, so they are never allocated. With any other Transform
+	// objects are always decoded whole.
+	FullDecode bool
+
+	// NoIntern keeps every decoded string and map as its own allocation.
+	// Default false: after Transform, strings that repeat across objects
+	// (namespaces, label and annotation keys and short values, owner
+	// references, and for pods images, container, volume and env names,
+	// enum values, …) share one copy per informer, and so do equal label,
+	// annotation and node-selector maps and resource lists, which makes
+	// each cached object smaller. Cached objects are read-only: with
+	// shared maps, writing into one would change others too.
+	NoIntern bool
+
 	// Indexes are extra named indexes; NamespaceIndex is always there.
 	Indexes map[string]IndexFunc[T]
 

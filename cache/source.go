@@ -78,7 +78,10 @@ func informerConfig(cfg *rest.Config) *rest.Config {
 // TypedSource watches a built-in resource as its k8s.io/api type T (e.g.
 // *corev1.Pod for corev1.SchemeGroupVersion.WithResource("pods")), decoding
 // protobuf from the wire (the kubernetes client scheme must know T). It does
-// no I/O until the informer runs.
+// no I/O until the informer runs. When the informer runs DefaultTransform
+// (its default), managedFields and the last-applied annotation are cut out
+// of the wire bytes before decoding, so they are never allocated (see
+// Options.FullDecode).
 func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[T], error) {
 	c := informerConfig(cfg)
 	gv := gvr.GroupVersion()
@@ -94,7 +97,17 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 	if err != nil {
 		return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
 	}
-	return RESTSource[T](rc, gvr, scope), nil
+	src := RESTSource[T](rc, gvr, scope)
+	if kinds, ok := protobufKinds[T](scheme.Scheme); ok {
+		lc := rest.CopyConfig(c)
+		lc.NegotiatedSerializer = newLeanCodecs(c.NegotiatedSerializer, kinds)
+		lean, err := rest.RESTClientFor(lc)
+		if err != nil {
+			return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
+		}
+		src.LW.(*restLW).lean = lean
+	}
+	return src, nil
 }
 
 // RESTSource watches gvr through c, a REST client for gvr's group and
@@ -108,18 +121,28 @@ func RESTSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, sco
 
 type restLW struct {
 	c        rest.Interface
+	lean     rest.Interface // nil, or c decoding without managedFields and last-applied
 	resource string
 	ns       string
 }
 
+// client returns the client for a request in ctx: the lean one if the
+// informer asked for it (see Options.FullDecode) and there is one.
+func (l *restLW) client(ctx context.Context) rest.Interface {
+	if l.lean != nil && isLean(ctx) {
+		return l.lean
+	}
+	return l.c
+}
+
 func (l *restLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+	return l.client(ctx).Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
 		VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Get()
 }
 
 func (l *restLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	opts.Watch = true
-	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+	return l.client(ctx).Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
 		VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
 }
 

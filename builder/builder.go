@@ -33,6 +33,7 @@ import (
 	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/deadletter"
 	"github.com/skiffkit/skiff/manager"
 	"github.com/skiffkit/skiff/queue"
 )
@@ -65,6 +66,8 @@ type build struct {
 	// forNamespaced says whether it is a namespaced resource.
 	forGVK        schema.GroupVersionKind
 	forNamespaced bool
+	// deadLetters, if set, asks for a deadletter.Store (PersistDeadLetters).
+	deadLetters *deadletter.StoreOptions
 }
 
 // Build creates a controller for r from opts — exactly one For or
@@ -113,6 +116,27 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 	if b.opts.TracerProvider == nil {
 		b.opts.TracerProvider = mgr.TracerProvider()
 	}
+	if b.deadLetters != nil && b.opts.DeadLetterStore == nil {
+		o := *b.deadLetters
+		if o.Config == nil {
+			if mgr.Client() == nil {
+				return nil, fmt.Errorf("builder: controller %s: PersistDeadLetters needs a Config: %v", b.opts.Name, mgr.ConfigError())
+			}
+			o.Config = mgr.Client().Config()
+		}
+		o.Controller = b.opts.Name
+		if o.Metrics == nil {
+			o.Metrics = m.DeadLetters
+		}
+		if o.Logger == nil {
+			o.Logger = mgr.Logger()
+		}
+		store, err := deadletter.NewStore(o)
+		if err != nil {
+			return nil, fmt.Errorf("builder: controller %s: %w", b.opts.Name, err)
+		}
+		b.opts.DeadLetterStore = store
+	}
 	c, err := controller.New(r, b.opts)
 	if err != nil {
 		return nil, err
@@ -155,6 +179,24 @@ func WithOptions(o controller.Options[controller.Request]) Option {
 		if o.Name == "" {
 			b.opts.Name = name
 		}
+		return nil
+	})
+}
+
+// PersistDeadLetters keeps the controller's dead letters (keys that used up
+// the retry budget, WithOptions' MaxFailures) in a ConfigMap, so they
+// survive restarts and fail-over and can be replayed from any replica's
+// /debug/skiff (see package deadletter). o.Controller is the controller's
+// name; o.Config defaults to the manager's, o.Metrics to the manager's
+// registry, o.Logger to the manager's logger; the other fields keep their
+// deadletter defaults (namespace "default", replica = host name).
+//
+// Off by default: it needs RBAC to get, list, watch, create and update
+// ConfigMaps in o.Namespace, which a controller may not otherwise have,
+// and it writes to the cluster.
+func PersistDeadLetters(o deadletter.StoreOptions) Option {
+	return settingFunc(func(b *build) error {
+		b.deadLetters = &o
 		return nil
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/skiffkit/skiff/deadletter"
 	"github.com/skiffkit/skiff/queue"
 )
 
@@ -73,6 +74,23 @@ type Options[K comparable] struct {
 	QueueMetrics *queue.Metrics
 	// Logger receives reconcile errors. Default slog.Default().
 	Logger *slog.Logger
+	// DeadLetterStore, if non-nil, persists the queue's dead letters in the
+	// cluster, so they survive a restart and a hand-off to another
+	// replica: Run runs a deadletter.Syncer (see package deadletter for the
+	// protocol), starts the workers only after the persisted dead letters
+	// of owned keys are loaded into the queue (or after 30 s, logged, if
+	// the store cannot be read), and DeadLetterInfos, ReplayKey and
+	// ReplayAll cover every replica's dead letters. Default nil: dead
+	// letters live only in the queue.
+	DeadLetterStore *deadletter.Store
+	// DeadLetterCodec turns keys into the store's strings and back.
+	// Default: deadletter.RequestCodec when K is Request; other key types
+	// need one when DeadLetterStore is set.
+	DeadLetterCodec deadletter.Codec[K]
+	// OwnsKey reports whether this replica owns a key now (a shard's
+	// ownership filter); only owned keys' dead letters are persisted,
+	// loaded and replayed here. Default nil: every key is owned.
+	OwnsKey func(K) bool
 	// TracerProvider, if non-nil, traces every reconcile: a span "reconcile
 	// <Name>" with attributes controller, key and reconcileID (as in
 	// Logger's lines), the parent of the spans of requests made with the
@@ -95,7 +113,8 @@ type Controller[K comparable] struct {
 	requeueLim queue.RateLimiter[K]
 	log        *slog.Logger
 	m          *Metrics
-	tracer     trace.Tracer // nil: no spans
+	tracer     trace.Tracer          // nil: no spans
+	dl         *deadletter.Syncer[K] // nil without DeadLetterStore
 
 	started atomic.Bool
 
@@ -165,6 +184,22 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 	if c.q == nil {
 		c.q = queue.New(queue.Options[K]{Name: o.Name, Clock: c.clock, MaxFailures: o.MaxFailures, Metrics: o.QueueMetrics})
 		c.ownsQueue = true
+	}
+	if o.DeadLetterStore != nil {
+		codec := o.DeadLetterCodec
+		if codec == nil {
+			var ok bool
+			if codec, ok = any(deadletter.RequestCodec{}).(deadletter.Codec[K]); !ok {
+				return nil, fmt.Errorf("controller %s: DeadLetterStore needs a DeadLetterCodec for key type %T", o.Name, *new(K))
+			}
+		}
+		var err error
+		c.dl, err = deadletter.NewSyncer(deadletter.SyncOptions[K]{
+			Store: o.DeadLetterStore, Queue: c.q, Codec: codec, OwnsKey: o.OwnsKey, Clock: c.clock, Logger: c.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("controller %s: %w", o.Name, err)
+		}
 	}
 	qps, burst := o.RequeueQPS, o.RequeueBurst
 	if qps == 0 {

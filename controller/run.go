@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/skiffkit/skiff/queue"
 )
@@ -48,6 +49,16 @@ func (c *Controller[K]) Run(ctx context.Context) error {
 			c.m.maxActive.WithLabelValues(c.name).Set(float64(len(c.workers)))
 		}
 	}
+	// The dead-letter syncer outlives ctx until the workers are done, so
+	// keys dead-lettered while draining are still persisted.
+	syncCtx, stopSync := context.WithCancel(context.WithoutCancel(ctx))
+	var syncWG sync.WaitGroup
+	defer func() { stopSync(); syncWG.Wait() }()
+	if c.dl != nil {
+		syncWG.Go(func() { c.dl.Run(syncCtx) })
+		c.waitDeadLettersLoaded(ctx)
+	}
+
 	c.mu.Lock()
 	c.resize = resize
 	c.lastBusy = c.clock.Now()
@@ -88,10 +99,29 @@ func (c *Controller[K]) Run(ctx context.Context) error {
 		err = fmt.Errorf("controller %s: %d reconciles still running after the %v shutdown timeout were cancelled", c.name, active, c.shutdown)
 	}
 	deadline.Stop()
+	stopSync()
+	syncWG.Wait()
 	if c.ownsQueue {
 		c.q.ShutDown()
 	}
 	return err
+}
+
+// deadLetterLoadWait bounds how long Run waits for the persisted dead
+// letters before it starts the workers anyway.
+const deadLetterLoadWait = 30 * time.Second
+
+// waitDeadLettersLoaded waits until the syncer has loaded the persisted
+// dead letters, so a worker never reconciles a key that is dead elsewhere.
+func (c *Controller[K]) waitDeadLettersLoaded(ctx context.Context) {
+	t := c.clock.NewTimer(deadLetterLoadWait)
+	defer t.Stop()
+	select {
+	case <-c.dl.Loaded():
+	case <-ctx.Done():
+	case <-t.C():
+		c.log.Error("persisted dead letters not loaded; starting the workers anyway", "waited", deadLetterLoadWait)
+	}
 }
 
 // sampleLocked closes the current sizing interval.
@@ -192,6 +222,9 @@ func (c *Controller[K]) process(ctx context.Context, key K) {
 		c.stats.terminal.Add(1)
 		result = "error"
 		c.log.Error("reconcile failed terminally; not retrying", "key", key, "err", err)
+	}
+	if c.dl != nil {
+		c.dl.Finished(key, class == classNone)
 	}
 	if c.m != nil {
 		c.m.total.WithLabelValues(c.name, result).Inc()

@@ -58,6 +58,7 @@ import (
 	"github.com/skiffkit/skiff/cache"
 	"github.com/skiffkit/skiff/client"
 	"github.com/skiffkit/skiff/controller"
+	"github.com/skiffkit/skiff/deadletter"
 	"github.com/skiffkit/skiff/event"
 	"github.com/skiffkit/skiff/queue"
 )
@@ -221,6 +222,9 @@ func New(o Options) (*Manager, error) {
 	if m.metrics.Informers, err = cache.NewMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("manager: informer metrics: %w", err)
 	}
+	if m.metrics.DeadLetters, err = deadletter.NewMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("manager: dead-letter metrics: %w", err)
+	}
 	if m.metrics.Requests, err = client.NewRequestMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("manager: client request metrics: %w", err)
 	}
@@ -259,6 +263,7 @@ type Metrics struct {
 	Informers   *cache.Metrics           // skiff_informer_*
 	Requests    *client.RequestMetrics   // rest_client_* of the manager's client
 	Transport   *client.TransportMetrics // its limiter, retries and 429s
+	DeadLetters *deadletter.Metrics      // skiff_deadletter_* of persisted dead letters
 }
 
 // Metrics returns the manager's shared metric sets.

@@ -208,8 +208,8 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4
 <table><tr><th>workers</th><th>active</th><th>queue depth</th><th>reconciles</th><th>errors</th><th>terminal</th><th>panics</th><th>requeues</th><th>dead letters</th></tr>
 <tr><td>{{.Stats.Workers}}</td><td>{{.Stats.Active}}</td><td>{{.QueueDepth}}{{range $p, $n := .ByPriority}}<br><small>priority {{$p}}: {{$n}}</small>{{end}}</td><td>{{.Stats.Reconciles}}</td><td>{{.Stats.Errors}}</td><td>{{.Stats.Terminal}}</td><td>{{.Stats.Panics}}</td><td>{{.Stats.Requeues}}</td><td>{{len .DeadLetters}}</td></tr></table>
 {{if .DeadLetters}}{{if $.ReplayToken}}<form method="post" action="/debug/skiff/replay"><input type="hidden" name="csrf_token" value="{{$.ReplayToken}}"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="all" value="true"><button>replay all</button></form>{{end}}
-<table><tr><th>key</th><th>attempts</th><th>last error</th><th>first failure</th><th>last failure</th><th></th></tr>
-{{range .DeadLetters}}<tr><td>{{.Key}}</td><td>{{.Attempts}}</td><td>{{.LastError}}</td><td>{{.FirstFailure.Format "2006-01-02 15:04:05"}}</td><td>{{.LastFailure.Format "2006-01-02 15:04:05"}}</td>
+<table><tr><th>key</th><th>attempts</th><th>last error</th><th>first failure</th><th>last failure</th><th>held by</th><th></th></tr>
+{{range .DeadLetters}}<tr><td>{{.Key}}</td><td>{{.Attempts}}</td><td>{{.LastError}}</td><td>{{.FirstFailure.Format "2006-01-02 15:04:05"}}</td><td>{{.LastFailure.Format "2006-01-02 15:04:05"}}</td><td>{{if .Here}}this replica{{else}}{{.Replica}}{{end}}{{if .Persisted}} (persisted){{end}}</td>
 <td>{{if $.ReplayToken}}<form method="post" action="/debug/skiff/replay"><input type="hidden" name="csrf_token" value="{{$.ReplayToken}}"><input type="hidden" name="controller" value="{{$c}}"><input type="hidden" name="key" value="{{.Key}}"><button>replay</button></form>{{end}}</td></tr>
 {{end}}</table>{{end}}
 {{else}}<p>no controllers</p>{{end}}

@@ -17,6 +17,21 @@ type DeadLetter[K comparable] struct {
 	DroppedAdds  int       // adds ignored since it was dead-lettered
 }
 
+// deadLetter is a DeadLetter with the order in which it entered the set.
+type deadLetter[K comparable] struct {
+	DeadLetter[K]
+	seq uint64
+}
+
+// putDeadLocked adds d to the dead-letter set.
+func (q *Queue[K]) putDeadLocked(d DeadLetter[K]) {
+	if q.dead == nil {
+		q.dead = make(map[K]*deadLetter[K])
+	}
+	q.dead[d.Key] = &deadLetter[K]{DeadLetter: d, seq: q.deadSeq}
+	q.deadSeq++
+}
+
 // failure is the retry-budget record of a failing key.
 type failure struct {
 	attempts    int
@@ -95,10 +110,7 @@ func (q *Queue[K]) recordFailureLocked(key K, now time.Time, err error) bool {
 		return false
 	}
 	delete(q.fails, key)
-	if q.dead == nil {
-		q.dead = make(map[K]*DeadLetter[K])
-	}
-	q.dead[key] = &DeadLetter[K]{Key: key, Attempts: f.attempts, LastError: err, FirstFailure: f.first, LastFailure: now}
+	q.putDeadLocked(DeadLetter[K]{Key: key, Attempts: f.attempts, LastError: err, FirstFailure: f.first, LastFailure: now})
 	if i, ok := q.index[key]; ok {
 		e := &q.entries[i]
 		e.dirty, e.backoff = false, false
@@ -113,10 +125,78 @@ func (q *Queue[K]) recordFailureLocked(key K, now time.Time, err error) bool {
 		}
 		q.release(i)
 	}
+	q.deadChangedLocked()
+	q.checkDrainedLocked()
+	return true
+}
+
+// deadChangedLocked updates the dead-letter gauge and signals
+// DeadLetterChanges without blocking.
+func (q *Queue[K]) deadChangedLocked() {
 	if q.m != nil {
 		q.m.dead.Set(float64(len(q.dead)))
 	}
-	q.checkDrainedLocked()
+	select {
+	case q.deadChanged <- struct{}{}:
+	default: // a signal is pending already; the reader will see this change too
+	}
+}
+
+// DeadLetterChanges returns a channel that receives a value after the
+// dead-letter set changes: a key dead-lettered (Fail, AddRateLimited),
+// replayed (Replay, ReplayAll) or restored (Restore). It has a buffer of
+// one and the queue never blocks on it, so several changes may arrive as
+// one signal: a reader re-reads DeadLetters after each receive, and sees
+// every change made before the signal it received. There is one channel per
+// queue (every call returns it), meant for one reader. DroppedAdds counts
+// are not changes. The channel is never closed.
+func (q *Queue[K]) DeadLetterChanges() <-chan struct{} { return q.deadChanged }
+
+// Restore puts d.Key into the dead-letter set with d's record (attempts,
+// last error, failure times, DroppedAdds), as if its retry budget had just
+// run out: a dead letter reloaded from a persisted store after a restart or
+// a hand-off. A key that is ready or waiting (for a delay or a backoff) is
+// taken out of the ready and waiting sets, its failure count is reset, and
+// the rate limiter forgets it. Restore reports false and changes nothing
+// if the key is being processed (a worker holds it: it is not for the
+// store to decide its fate; ask again after Done), is dead-lettered already
+// (the existing record is kept), or the queue is shut down.
+//
+// Restore works with or without a retry budget (Options.MaxFailures): a
+// restored key stays dead until Replay either way.
+func (q *Queue[K]) Restore(d DeadLetter[K]) bool {
+	q.mu.Lock()
+	if q.shuttingDown {
+		q.mu.Unlock()
+		return false
+	}
+	if _, ok := q.dead[d.Key]; ok {
+		q.mu.Unlock()
+		return false
+	}
+	if i, ok := q.index[d.Key]; ok {
+		e := &q.entries[i]
+		if e.procIdx >= 0 {
+			q.mu.Unlock()
+			return false
+		}
+		if e.bucket != noBucket {
+			q.removeReady(i)
+			if q.m != nil {
+				q.m.depthChange(e.readyPrio, -1)
+			}
+		}
+		if e.waitIdx >= 0 {
+			q.waitRemove(int(e.waitIdx))
+		}
+		e.backoff = false
+		q.release(i)
+	}
+	delete(q.fails, d.Key)
+	q.putDeadLocked(d)
+	q.deadChangedLocked()
+	q.mu.Unlock()
+	q.limiter.Forget(d.Key)
 	return true
 }
 
@@ -135,15 +215,31 @@ func (q *Queue[K]) Forget(key K) {
 // Retries returns the rate limiter's failure count for key.
 func (q *Queue[K]) Retries(key K) int { return q.limiter.Retries(key) }
 
-// DeadLetters returns the dead-lettered keys, oldest last failure first.
+// DeadLetters returns the dead-lettered keys, oldest last failure first
+// (ties in the order they became dead letters).
 func (q *Queue[K]) DeadLetters() []DeadLetter[K] {
 	q.mu.Lock()
-	out := make([]DeadLetter[K], 0, len(q.dead))
-	for _, d := range q.dead {
-		out = append(out, *d)
-	}
+	all := q.deadInOrderLocked()
 	q.mu.Unlock()
-	slices.SortStableFunc(out, func(a, b DeadLetter[K]) int { return cmp.Compare(a.LastFailure.UnixNano(), b.LastFailure.UnixNano()) })
+	slices.SortStableFunc(all, func(a, b *deadLetter[K]) int {
+		return cmp.Compare(a.LastFailure.UnixNano(), b.LastFailure.UnixNano())
+	})
+	out := make([]DeadLetter[K], len(all))
+	for i, d := range all {
+		out[i] = d.DeadLetter
+	}
+	return out
+}
+
+// deadInOrderLocked returns copies of the dead letters in the order they
+// became dead letters.
+func (q *Queue[K]) deadInOrderLocked() []*deadLetter[K] {
+	out := make([]*deadLetter[K], 0, len(q.dead))
+	for _, d := range q.dead {
+		c := *d
+		out = append(out, &c)
+	}
+	slices.SortFunc(out, func(a, b *deadLetter[K]) int { return cmp.Compare(a.seq, b.seq) })
 	return out
 }
 
@@ -157,31 +253,26 @@ func (q *Queue[K]) Replay(key K) bool {
 		return false
 	}
 	delete(q.dead, key)
-	if q.m != nil {
-		q.m.dead.Set(float64(len(q.dead)))
-	}
+	q.deadChangedLocked()
 	q.addLocked(key, 0, 0, false, false, 0)
 	return true
 }
 
-// ReplayAll replays every dead-lettered key and returns how many it replayed.
+// ReplayAll replays every dead-lettered key, in the order they became dead
+// letters, and returns how many it replayed.
 func (q *Queue[K]) ReplayAll() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.shuttingDown {
 		return 0
 	}
-	n := len(q.dead)
-	keys := make([]K, 0, n)
-	for k := range q.dead {
-		keys = append(keys, k)
-	}
+	all := q.deadInOrderLocked()
 	clear(q.dead)
-	if q.m != nil {
-		q.m.dead.Set(0)
+	if len(all) > 0 {
+		q.deadChangedLocked()
 	}
-	for _, k := range keys {
-		q.addLocked(k, 0, 0, false, false, 0)
+	for _, d := range all {
+		q.addLocked(d.Key, 0, 0, false, false, 0)
 	}
-	return n
+	return len(all)
 }

@@ -102,3 +102,74 @@ func drainUntil(t *testing.T, q *queue.Queue[string], want string) string {
 		q.Done(k)
 	}
 }
+
+func TestRestore(t *testing.T) {
+	lim := queue.NewExponential[string](time.Second, time.Hour)
+	q, clk := newFake(t, queue.Options[string]{RateLimiter: lim}) // no budget: Restore works anyway
+	rec := queue.DeadLetter[string]{Attempts: 5, LastError: errors.New("from the store"), FirstFailure: t0, LastFailure: t0.Add(time.Minute)}
+	restore := func(k string) bool { d := rec; d.Key = k; return q.Restore(d) }
+
+	q.Add("ready")
+	q.AddAfter("waiting", time.Second)
+	q.AddRateLimited("backoff")
+	q.Add("busy")
+	busy := drainUntil(t, q, "busy")
+	q.Add("ready") // still one ready key
+	drainSignal(q) // the AddRateLimited above changed nothing dead; start clean anyway
+
+	for _, k := range []string{"ready", "waiting", "backoff", "idle"} {
+		if !restore(k) {
+			t.Fatalf("Restore(%s) = false", k)
+		}
+		select {
+		case <-q.DeadLetterChanges():
+		default:
+			t.Fatalf("Restore(%s): no DeadLetterChanges signal", k)
+		}
+	}
+	if restore("busy") {
+		t.Fatal("Restore of a key being processed succeeded")
+	}
+	if restore("ready") {
+		t.Fatal("Restore of a dead key succeeded")
+	}
+	select {
+	case <-q.DeadLetterChanges():
+		t.Fatal("a refused Restore signalled a change")
+	default:
+	}
+	if q.Retries("backoff") != 0 {
+		t.Fatalf("limiter still counts restored key: %d", q.Retries("backoff"))
+	}
+	if err := q.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	if got := drain(t, q); len(got) != 0 {
+		t.Fatalf("restored keys were handed out: %v", got)
+	}
+	dl := q.DeadLetters()
+	if len(dl) != 4 || dl[0].Key != "ready" || dl[3].Key != "idle" || dl[1].Attempts != 5 || dl[2].LastError.Error() != "from the store" {
+		t.Fatalf("DeadLetters = %+v", dl)
+	}
+	// After Done, the busy key can be restored; Replay brings keys back.
+	q.Done(busy)
+	if !restore("busy") || !q.Replay("waiting") {
+		t.Fatal("Restore after Done or Replay of a restored key failed")
+	}
+	if got := drain(t, q); len(got) != 1 || got[0] != "waiting" {
+		t.Fatalf("after Replay got %v, want [waiting]", got)
+	}
+	q.ShutDown()
+	if restore("late") {
+		t.Fatal("Restore after ShutDown succeeded")
+	}
+}
+
+// drainSignal takes a pending DeadLetterChanges signal, if any.
+func drainSignal(q *queue.Queue[string]) {
+	select {
+	case <-q.DeadLetterChanges():
+	default:
+	}
+}

@@ -24,7 +24,9 @@
 //   - Retry budget and dead letters: with Options.MaxFailures = N, the N-th
 //     failure moves a key to a dead-letter set that can be listed
 //     (DeadLetters: attempts, last error, first and last failure time) and
-//     replayed (Replay, ReplayAll).
+//     replayed (Replay, ReplayAll); DeadLetterChanges signals every
+//     change of the set, and Restore puts a key back into it (dead letters
+//     reloaded from a persisted store, see package deadletter).
 //   - Cancellation and shutdown: Get(ctx) honours ctx; ShutDown and
 //     ShutDownWithDrain are idempotent. A drain loses nothing that was
 //     ready or pending a requeue when it began: Get hands it all out,

@@ -67,7 +67,12 @@ type Queue[K comparable] struct {
 	drainStop    chan struct{} // closed by ShutDown to end the waiting ShutDownWithDrains
 
 	fails map[K]*failure // only when maxFailures > 0
-	dead  map[K]*DeadLetter[K]
+	dead  map[K]*deadLetter[K]
+	// deadSeq orders dead letters by when they entered the set.
+	deadSeq uint64
+	// deadChanged receives a token (capacity 1, never blocks) whenever dead
+	// changes; see DeadLetterChanges.
+	deadChanged chan struct{}
 }
 
 // entry is one tracked key. Invariants (ready means bucket != noBucket):
@@ -108,6 +113,7 @@ func New[K comparable](o Options[K]) *Queue[K] {
 		index:       make(map[K]int32),
 		lastBucket:  -1,
 		drained:     make(chan struct{}),
+		deadChanged: make(chan struct{}, 1),
 	}
 	if q.clock == nil {
 		q.clock = RealClock{}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -158,12 +159,15 @@ func (inf *Informer[T]) LastError() error { return inf.stats.lastError() }
 
 // Stats is a snapshot of an informer's counters.
 type Stats struct {
-	Objects         int
-	Relists         int64 // lists done (the first included)
-	WatchRestarts   int64 // watches reopened after one ended
-	Events          int64 // watch events applied
-	Skipped         int64 // objects that could not be decoded or had no name
-	Errors          int64 // failed lists and watches
+	Objects       int
+	Relists       int64 // lists done (the first included)
+	WatchRestarts int64 // watches reopened after one ended
+	Events        int64 // watch events applied
+	Skipped       int64 // objects that could not be decoded or had no name
+	Errors        int64 // failed lists and watches
+	// HandlerBlocked is how long the informer waited for full
+	// event-handler buffers.
+	HandlerBlocked  time.Duration
 	ResourceVersion string
 }
 
@@ -172,7 +176,8 @@ func (inf *Informer[T]) Stats() Stats {
 	rv, _ := inf.stats.lastRV.Load().(string)
 	return Stats{
 		Objects: inf.store.Len(), Relists: inf.stats.relists.Load(), WatchRestarts: inf.stats.watchRestarts.Load(),
-		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Errors: inf.stats.errors.Load(), ResourceVersion: rv,
+		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Errors: inf.stats.errors.Load(),
+		HandlerBlocked: time.Duration(inf.stats.blockedNanos.Load()), ResourceVersion: rv,
 	}
 }
 

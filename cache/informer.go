@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -165,9 +164,12 @@ type Stats struct {
 	Events        int64 // watch events applied
 	Skipped       int64 // objects that could not be decoded or had no name
 	Errors        int64 // failed lists and watches
-	// HandlerBlocked is how long the informer waited for full
-	// event-handler buffers.
-	HandlerBlocked  time.Duration
+	// HandlerBacklog is how many keys wait for the informer's event
+	// handlers (summed over handlers): changes they have not received yet.
+	HandlerBacklog int64
+	// Coalesced counts changes merged into changes already waiting for a
+	// handler (see AddEventHandler).
+	Coalesced       int64
 	ResourceVersion string
 }
 
@@ -177,7 +179,7 @@ func (inf *Informer[T]) Stats() Stats {
 	return Stats{
 		Objects: inf.store.Len(), Relists: inf.stats.relists.Load(), WatchRestarts: inf.stats.watchRestarts.Load(),
 		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Errors: inf.stats.errors.Load(),
-		HandlerBlocked: time.Duration(inf.stats.blockedNanos.Load()), ResourceVersion: rv,
+		HandlerBacklog: inf.stats.backlog.Load(), Coalesced: inf.stats.coalesced.Load(), ResourceVersion: rv,
 	}
 }
 
@@ -234,7 +236,7 @@ func (inf *Informer[T]) emitLocked(c Change[T]) {
 		h.q.AddWithPriority(c.Key, h.o.Priority)
 	}
 	for h := range inf.eventHs {
-		h.push(item[T]{change: c})
+		h.push(c)
 	}
 }
 
@@ -251,7 +253,7 @@ func (inf *Informer[T]) syncedLocked(changes []Change[T], _ string) {
 			h.synced.Store(true)
 		}
 		for h := range inf.eventHs {
-			h.push(item[T]{marker: true})
+			h.pushMarker()
 		}
 		close(inf.syncedCh)
 	}

@@ -67,13 +67,13 @@ type watchLine struct {
 }
 
 // printWatches writes the summary's watch section: per informer the
-// watches reopened and the time its event handlers held the watch reader
-// back, then the server's terminations of the Foo watch during the run.
+// watches reopened and what its event handlers were behind on at the end,
+// then the server's terminations of the Foo watch during the run.
 func printWatches(w io.Writer, lines []watchLine, gr schema.GroupResource, terminated float64, terr error) {
 	fmt.Fprintf(w, "  watches:\n")
 	for _, l := range lines {
-		fmt.Fprintf(w, "    %-36s restarts %d, relists %d, events %d, handler-blocked %s\n",
-			l.name, l.stats.WatchRestarts, l.stats.Relists, l.stats.Events, l.stats.HandlerBlocked.Round(time.Millisecond))
+		fmt.Fprintf(w, "    %-36s watch restarts %d, relists %d, events %d, changes merged for slow handlers %d\n",
+			l.name, l.stats.WatchRestarts, l.stats.Relists, l.stats.Events, l.stats.Coalesced)
 	}
 	res := gr.Resource
 	if gr.Group != "" {

@@ -41,11 +41,15 @@
 //     selectors and projection per process.
 //   - Handlers: key handlers push keys into a queue.Queue[string] with no
 //     buffering in between (the queue deduplicates); event handlers get
-//     add/update/delete with old and new objects through a bounded buffer
-//     that applies backpressure; both can be removed and report their own
-//     synced state; optional periodic resync of keys at low priority.
+//     add/update/delete with old and new objects on their own goroutine,
+//     from a backlog merged per key: a slow handler never stops the watch
+//     from being read (which would make the API server close it), and its
+//     memory is bounded by the keys it is behind on; both can be removed
+//     and report their own synced state; optional periodic resync of keys
+//     at low priority.
 //   - Metrics: objects, approximate bytes, relists, watch restarts, events,
-//     skipped objects, errors, handler blocked time, last resourceVersion.
+//     skipped objects, errors, handler backlog and merged changes, last
+//     resourceVersion.
 //
 // Concurrency: each Informer has one writer (its Run goroutine); every read
 // method of Store, Lister and Informer is safe for concurrent use.

@@ -68,7 +68,16 @@ func (inf *Informer[T]) AddKeyHandler(q *queue.Queue[ObjectKey], o KeyHandlerOpt
 
 // EventHandler receives changes with the objects involved. Nil funcs are
 // skipped. Objects are shared and read-only. Callbacks for one handler run
-// one at a time on that handler's goroutine, in the order of the changes.
+// one at a time on that handler's goroutine. Changes of one key arrive in
+// order; changes of different keys arrive in the order their keys changed
+// (a key that changes again before the handler received it keeps its
+// place).
+//
+// A handler that falls behind never holds the informer back: the watch is
+// read into the store at the server's pace, and the changes the handler has
+// not received yet wait merged per key (see AddEventHandler), so a slow
+// handler costs memory for the keys it is behind on, never a watch that the
+// API server closes for not being read.
 type EventHandler[T Object] struct {
 	OnAdd    func(obj T)
 	OnUpdate func(old, new T)
@@ -76,66 +85,84 @@ type EventHandler[T Object] struct {
 	OnDelete func(old T)
 }
 
-// EventHandlerOptions configure an event handler. The zero value is valid.
-type EventHandlerOptions struct {
-	// Buffer is how many changes may wait for the handler. When it is full
-	// the informer waits (backpressure): the watch is not read until the
-	// handler catches up, so memory stays bounded. Default 1024.
-	Buffer int
-}
-
-type item[T Object] struct {
-	change Change[T]
-	marker bool // the end of the handler's initial objects
-}
+// EventHandlerOptions configure an event handler. The zero value is valid;
+// there are no options yet.
+type EventHandlerOptions struct{}
 
 type eventHandler[T Object] struct {
 	h       EventHandler[T]
-	clock   queue.Clock
-	ch      chan item[T]
+	wake    chan struct{} // capacity 1: something was pushed
 	stop    chan struct{}
 	stopped sync.Once
 	initial []T // objects cached when the handler was added, delivered first
 	synced  atomic.Bool
-	started bool
-	ctxDone <-chan struct{} // the running informer's ctx; set by startLocked under the informer's mu
+	started bool // set by startLocked under the informer's mu
 	stats   *informerStats
+
+	mu      sync.Mutex
+	pending backlog[T]
+	closed  bool // the delivery goroutine has exited: drop pushes
 }
 
-// push waits for room in the buffer unless the handler was removed.
-func (h *eventHandler[T]) push(it item[T]) {
+// push records a change for the handler. It never waits for the handler.
+func (h *eventHandler[T]) push(c Change[T]) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	before := h.pending.keys()
+	merged := h.pending.push(c)
+	h.stats.backlog.Add(int64(h.pending.keys() - before))
+	h.mu.Unlock()
+	if merged {
+		h.stats.coalesced.Add(1)
+	}
+	h.signal()
+}
+
+// pushMarker records the end of the handler's initial objects.
+func (h *eventHandler[T]) pushMarker() {
+	h.mu.Lock()
+	if !h.closed {
+		h.pending.pushMarker()
+	}
+	h.mu.Unlock()
+	h.signal()
+}
+
+func (h *eventHandler[T]) signal() {
 	select {
-	case h.ch <- it:
-		return
-	case <-h.stop:
-		return
+	case h.wake <- struct{}{}:
 	default:
 	}
-	start := h.clock.Now()
-	select {
-	case h.ch <- it:
-	case <-h.stop:
-	case <-h.ctxDone:
-	}
-	h.stats.blockedNanos.Add(int64(h.clock.Now().Sub(start)))
 }
 
-// AddEventHandler delivers changes to h through a bounded buffer, on a
-// goroutine of its own that Run starts (or that starts at once if Run is
-// running) and joins. The objects already cached are delivered first as
-// adds.
-func (inf *Informer[T]) AddEventHandler(h EventHandler[T], o EventHandlerOptions) *Registration {
+// AddEventHandler delivers changes to h on a goroutine of its own that Run
+// starts (or that starts at once if Run is running) and joins. The objects
+// already cached are delivered first as adds.
+//
+// Changes wait for the handler in a backlog merged per key, so the
+// informer never waits for a handler: while a key waits, its further
+// changes merge into what the handler will receive — an add then updates
+// arrive as one add of the latest object, updates as one update from the
+// object the handler last received to the latest, an add then a delete as
+// nothing, a delete then an add as that delete then the add. The handler
+// always ends with the current state of every key; only the intermediate
+// states it was too slow to see are skipped. Memory is bounded by the
+// number of waiting keys (skiff_informer_handler_backlog) however many
+// changes arrive; skiff_informer_handler_coalesced_total counts merges.
+func (inf *Informer[T]) AddEventHandler(h EventHandler[T], _ EventHandlerOptions) *Registration {
 	eh := &eventHandler[T]{
 		h:     h,
-		clock: inf.o.Clock,
-		ch:    make(chan item[T], orDefault(o.Buffer, DefaultEventBuffer)),
+		wake:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		stats: inf.stats,
 	}
 	inf.mu.Lock()
 	if inf.synced {
 		eh.initial = inf.store.List(nil)
-		eh.ch <- item[T]{marker: true} // the buffer is empty: never blocks
+		eh.pushMarker()
 	}
 	inf.eventHs[eh] = struct{}{}
 	if inf.runCtx != nil {
@@ -148,6 +175,7 @@ func (inf *Informer[T]) AddEventHandler(h EventHandler[T], o EventHandlerOptions
 			inf.mu.Lock()
 			delete(inf.eventHs, eh)
 			inf.mu.Unlock()
+			eh.close()
 		},
 		synced: eh.synced.Load,
 	}
@@ -159,8 +187,22 @@ func (inf *Informer[T]) startLocked(h *eventHandler[T]) {
 	}
 	h.started = true
 	ctx := inf.runCtx
-	h.ctxDone = ctx.Done()
-	inf.wg.Go(func() { h.run(ctx) })
+	inf.wg.Go(func() {
+		defer h.close()
+		h.run(ctx)
+	})
+}
+
+// close drops what waits and every later push. Idempotent.
+func (h *eventHandler[T]) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	h.stats.backlog.Add(-int64(h.pending.keys()))
+	h.pending = backlog[T]{}
 }
 
 func (h *eventHandler[T]) run(ctx context.Context) {
@@ -173,22 +215,34 @@ func (h *eventHandler[T]) run(ctx context.Context) {
 		}
 	}
 	h.initial = nil
+	var buf [2]Change[T]
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.stop:
-			return
-		case it := <-h.ch:
-			if it.marker {
-				h.synced.Store(true)
-				continue
+		h.mu.Lock()
+		before := h.pending.keys()
+		changes, marker, ok := h.pending.pop(buf[:0])
+		h.stats.backlog.Add(int64(h.pending.keys() - before))
+		h.mu.Unlock()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.stop:
+				return
+			case <-h.wake:
 			}
+			continue
+		}
+		if marker {
+			h.synced.Store(true)
+			continue
+		}
+		for _, c := range changes {
 			if h.done(ctx) {
 				return
 			}
-			h.deliver(it.change)
+			h.deliver(c)
 		}
+		clear(buf[:])
 	}
 }
 

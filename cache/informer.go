@@ -159,12 +159,18 @@ func (inf *Informer[T]) LastError() error { return inf.stats.lastError() }
 
 // Stats is a snapshot of an informer's counters.
 type Stats struct {
-	Objects         int
-	Relists         int64 // lists done (the first included)
-	WatchRestarts   int64 // watches reopened after one ended
-	Events          int64 // watch events applied
-	Skipped         int64 // objects that could not be decoded or had no name
-	Errors          int64 // failed lists and watches
+	Objects       int
+	Relists       int64 // lists done (the first included)
+	WatchRestarts int64 // watches reopened after one ended
+	Events        int64 // watch events applied
+	Skipped       int64 // objects that could not be decoded or had no name
+	Errors        int64 // failed lists and watches
+	// HandlerBacklog is how many keys wait for the informer's event
+	// handlers (summed over handlers): changes they have not received yet.
+	HandlerBacklog int64
+	// Coalesced counts changes merged into changes already waiting for a
+	// handler (see AddEventHandler).
+	Coalesced       int64
 	ResourceVersion string
 }
 
@@ -173,7 +179,8 @@ func (inf *Informer[T]) Stats() Stats {
 	rv, _ := inf.stats.lastRV.Load().(string)
 	return Stats{
 		Objects: inf.store.Len(), Relists: inf.stats.relists.Load(), WatchRestarts: inf.stats.watchRestarts.Load(),
-		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Errors: inf.stats.errors.Load(), ResourceVersion: rv,
+		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Errors: inf.stats.errors.Load(),
+		HandlerBacklog: inf.stats.backlog.Load(), Coalesced: inf.stats.coalesced.Load(), ResourceVersion: rv,
 	}
 }
 
@@ -230,7 +237,7 @@ func (inf *Informer[T]) emitLocked(c Change[T]) {
 		h.q.AddWithPriority(c.Key, h.o.Priority)
 	}
 	for h := range inf.eventHs {
-		h.push(item[T]{change: c})
+		h.push(c)
 	}
 }
 
@@ -247,7 +254,7 @@ func (inf *Informer[T]) syncedLocked(changes []Change[T], _ string) {
 			h.synced.Store(true)
 		}
 		for h := range inf.eventHs {
-			h.push(item[T]{marker: true})
+			h.pushMarker()
 		}
 		close(inf.syncedCh)
 	}

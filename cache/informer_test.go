@@ -2,8 +2,11 @@ package cache_test
 
 import (
 	"context"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -83,47 +86,136 @@ func TestKeyHandler(t *testing.T) {
 	})
 }
 
-// An event handler with a buffer of 1 that is stuck holds the informer
-// back (backpressure) instead of growing; Remove releases it.
-func TestEventHandlerBackpressureAndRemove(t *testing.T) {
+// A stuck event handler does not hold the informer back: the watch is read
+// into the store while the handler's changes wait merged per key, and when
+// it catches up it gets the current state of each key. Remove releases it
+// and drops what waited.
+func TestStuckEventHandlerDoesNotHoldTheWatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newScript()
 		w := s.watcher()
 		inf := cache.New(podSource(s), cache.Options[*corev1.Pod]{})
 		release := make(chan struct{})
-		var seen []string
-		reg := inf.AddEventHandler(cache.EventHandler[*corev1.Pod]{OnAdd: func(p *corev1.Pod) {
-			seen = append(seen, p.Name)
-			<-release
-		}}, cache.EventHandlerOptions{Buffer: 1})
-		fast := &recorder{}
+		stuck := &recorder{}
+		inner := stuck.handler()
+		reg := inf.AddEventHandler(cache.EventHandler[*corev1.Pod]{
+			OnAdd:    func(p *corev1.Pod) { inner.OnAdd(p); <-release },
+			OnUpdate: func(o, n *corev1.Pod) { inner.OnUpdate(o, n); <-release },
+			OnDelete: func(o *corev1.Pod) { inner.OnDelete(o); <-release },
+		}, cache.EventHandlerOptions{})
+		fast := newView(t)
 		inf.AddEventHandler(fast.handler(), cache.EventHandlerOptions{})
 		defer run(t, inf)()
+		unblock := sync.OnceFunc(func() { close(release) })
+		defer unblock() // before the informer is stopped, if the test fails early
 		w.Action("BOOKMARK", bookmark("1", true))
 		synctest.Wait()
-		w.Add(pod("a", "p1", "2")) // taken by the handler, which blocks in OnAdd
-		w.Add(pod("a", "p2", "3")) // fills the buffer
-		w.Add(pod("a", "p3", "4")) // the informer blocks pushing this one
-		sent := make(chan struct{})
-		go func() { w.Add(pod("a", "p4", "5")); close(sent) }()
+		w.Add(pod("a", "p1", "2")) // taken by the stuck handler, which blocks in OnAdd
+		w.Add(pod("a", "p2", "3"))
+		w.Modify(pod("a", "p2", "4"))
+		w.Add(pod("a", "p3", "5"))
+		w.Delete(pod("a", "p3", "6"))
+		for rv := 7; rv < 2000; rv++ { // far more than any buffer: the watch is still read
+			w.Modify(pod("a", "p1", strconv.Itoa(rv)))
+		}
 		synctest.Wait()
-		select {
-		case <-sent:
-			t.Fatal("the watch was read past a full handler buffer")
-		default:
+		if st := inf.Stats(); st.Events != 1998 || inf.Store().Len() != 2 {
+			t.Fatalf("informer applied %d events, store has %d objects; want 1998 and 2 (the watch read past the stuck handler)", st.Events, inf.Store().Len())
 		}
-		if inf.Store().Len() != 3 {
-			t.Fatalf("store has %d objects, want 3 (p4 not read yet)", inf.Store().Len())
+		if st := inf.Stats(); st.HandlerBacklog != 3 {
+			t.Fatalf("backlog %d keys, want 3 (p1, p2, and p3 whose add and delete cancel out)", st.HandlerBacklog)
 		}
+		unblock()
+		synctest.Wait()
+		wantLines(t, stuck, "add a/p1@2", "add a/p2@4", "update a/p1@2->1999")
+		if st := inf.Stats(); st.HandlerBacklog != 0 {
+			t.Fatalf("backlog %d keys after the handler caught up, want 0", st.HandlerBacklog)
+		}
+		fast.wantStore(inf)
 		reg.Remove()
-		close(release)
-		<-sent
+		// Remove drops what waits and later changes, even while the handler
+		// is inside a callback.
+		blocked := make(chan struct{})
+		unblock2 := sync.OnceFunc(func() { close(blocked) })
+		defer unblock2()
+		var late []string
+		reg2 := inf.AddEventHandler(cache.EventHandler[*corev1.Pod]{OnUpdate: func(o, n *corev1.Pod) {
+			late = append(late, n.Name+"@"+n.ResourceVersion)
+			<-blocked
+		}}, cache.EventHandlerOptions{})
+		w.Modify(pod("a", "p1", "2000")) // the new handler blocks in OnUpdate
+		w.Modify(pod("a", "p2", "2001")) // waits
 		synctest.Wait()
-		if !slices.Equal(seen, []string{"p1"}) {
-			t.Fatalf("blocked handler saw %v after Remove", seen)
+		if st := inf.Stats(); st.HandlerBacklog != 1 {
+			t.Fatalf("backlog %d keys, want 1 (p2)", st.HandlerBacklog)
 		}
-		wantLines(t, fast, "add a/p1@2", "add a/p2@3", "add a/p3@4", "add a/p4@5")
+		reg2.Remove()
+		if st := inf.Stats(); st.HandlerBacklog != 0 {
+			t.Fatalf("backlog %d keys after Remove, want 0", st.HandlerBacklog)
+		}
+		unblock2()
+		w.Modify(pod("a", "p2", "2002"))
+		synctest.Wait()
+		if !slices.Equal(late, []string{"p1@2000"}) {
+			t.Fatalf("removed handler got %v, want only the update it was inside", late)
+		}
+		if got := stuck.take(); len(got) != 0 {
+			t.Fatalf("removed handler got %v", got)
+		}
 	})
+}
+
+// view is what an event handler knows: it applies each change and fails
+// the test if a change does not fit what it knew.
+type view struct {
+	t    *testing.T
+	mu   sync.Mutex
+	objs map[string]string // key -> resourceVersion
+}
+
+func newView(t *testing.T) *view { return &view{t: t, objs: map[string]string{}} }
+
+func (v *view) handler() cache.EventHandler[*corev1.Pod] {
+	return cache.EventHandler[*corev1.Pod]{
+		OnAdd: func(p *corev1.Pod) {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			if rv, ok := v.objs[cache.KeyOf(p).String()]; ok {
+				v.t.Errorf("add of %s@%s, already known @%s", cache.KeyOf(p), p.ResourceVersion, rv)
+			}
+			v.objs[cache.KeyOf(p).String()] = p.ResourceVersion
+		},
+		OnUpdate: func(o, n *corev1.Pod) {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			if rv := v.objs[cache.KeyOf(n).String()]; rv != o.ResourceVersion {
+				v.t.Errorf("update of %s from @%s, known @%q", cache.KeyOf(n), o.ResourceVersion, rv)
+			}
+			v.objs[cache.KeyOf(n).String()] = n.ResourceVersion
+		},
+		OnDelete: func(o *corev1.Pod) {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			if _, ok := v.objs[cache.KeyOf(o).String()]; !ok {
+				v.t.Errorf("delete of unknown %s", cache.KeyOf(o))
+			}
+			delete(v.objs, cache.KeyOf(o).String())
+		},
+	}
+}
+
+// wantStore fails unless the view is the informer's store.
+func (v *view) wantStore(inf *cache.Informer[*corev1.Pod]) {
+	v.t.Helper()
+	want := map[string]string{}
+	for _, p := range inf.Lister().List(nil) {
+		want[cache.KeyOf(p).String()] = p.ResourceVersion
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !maps.Equal(v.objs, want) {
+		v.t.Fatalf("handler's view %v, store %v", v.objs, want)
+	}
 }
 
 // A handler added after sync gets the cache first, then events.

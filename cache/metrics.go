@@ -16,7 +16,8 @@ type informerStats struct {
 	events        atomic.Int64
 	skipped       atomic.Int64
 	errors        atomic.Int64
-	blockedNanos  atomic.Int64 // time the informer waited for full event-handler buffers
+	backlog       atomic.Int64 // keys waiting for event handlers, summed over handlers
+	coalesced     atomic.Int64 // changes merged into ones already waiting for a handler
 	bytes         atomic.Int64 // approximate bytes of cached objects (see Metrics)
 	lastRV        atomic.Value // string
 	lastErr       atomic.Pointer[error]
@@ -40,7 +41,8 @@ func (s *informerStats) lastError() error {
 //	skiff_informer_events_total                 counter watch events applied (rate() gives events/s)
 //	skiff_informer_skipped_objects_total        counter objects skipped as undecodable or nameless
 //	skiff_informer_errors_total                 counter failed lists and watches
-//	skiff_informer_handler_blocked_seconds_total counter time the informer waited for full event-handler buffers
+//	skiff_informer_handler_backlog              gauge   keys waiting for event handlers (summed over handlers)
+//	skiff_informer_handler_coalesced_total      counter changes merged into changes already waiting for a handler
 //	skiff_informer_last_synced_resource_version gauge   last resourceVersion applied (if numeric)
 //
 // Values are read from the informers' counters at scrape time, so metrics
@@ -68,7 +70,8 @@ var metricDefs = []struct {
 	{"skiff_informer_events_total", "Watch events applied.", prometheus.CounterValue},
 	{"skiff_informer_skipped_objects_total", "Objects skipped because they could not be decoded or had no name.", prometheus.CounterValue},
 	{"skiff_informer_errors_total", "Failed lists and watches.", prometheus.CounterValue},
-	{"skiff_informer_handler_blocked_seconds_total", "Time the informer waited for full event-handler buffers.", prometheus.CounterValue},
+	{"skiff_informer_handler_backlog", "Keys waiting for the informer's event handlers, summed over handlers.", prometheus.GaugeValue},
+	{"skiff_informer_handler_coalesced_total", "Changes merged into changes already waiting for an event handler.", prometheus.CounterValue},
 	{"skiff_informer_last_synced_resource_version", "Last resourceVersion applied, if numeric.", prometheus.GaugeValue},
 }
 
@@ -116,7 +119,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		vals := []float64{
 			float64(src.len()), float64(s.bytes.Load()), float64(s.relists.Load()), float64(s.watchRestarts.Load()),
 			float64(s.events.Load()), float64(s.skipped.Load()), float64(s.errors.Load()),
-			float64(s.blockedNanos.Load()) / 1e9, rvf,
+			float64(s.backlog.Load()), float64(s.coalesced.Load()), rvf,
 		}
 		for i, v := range vals {
 			ch <- prometheus.MustNewConstMetric(m.descs[i], metricDefs[i].typ, v, name)

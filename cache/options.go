@@ -15,7 +15,6 @@ const (
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultBackoffReset   = 2 * time.Minute
 	DefaultResyncPriority = -100
-	DefaultEventBuffer    = 1024
 )
 
 // WatchListMode chooses how the initial list (and every relist) is done.

@@ -147,6 +147,7 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("on %s: %w", where, err)
 	}
+	health := startWatchHealth(setupCtx, load.Discovery().RESTClient(), foo.GVR.GroupResource())
 	mgrCtx, stopMgr := context.WithCancel(ctx)
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(mgrCtx) }()
@@ -163,7 +164,12 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	terminated, terr := health.during(ctx)
 	summarize(stdout, d, res, &counter, time.Since(start))
+	printWatches(stdout, []watchLine{
+		{op.Foos.Name(), op.Foos.Stats()},
+		{op.ConfigMaps.Name(), op.ConfigMaps.Stats()},
+	}, foo.GVR.GroupResource(), terminated, terr)
 	if res.deadLetters > 0 {
 		return fmt.Errorf("%d dead letters (see /debug/skiff)", res.deadLetters)
 	}

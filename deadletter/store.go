@@ -129,7 +129,7 @@ func NewStore(o StoreOptions) (*Store, error) {
 	notify := func(*corev1.ConfigMap) { s.changed() }
 	s.inf.AddEventHandler(cache.EventHandler[*corev1.ConfigMap]{
 		OnAdd: notify, OnDelete: notify, OnUpdate: func(_, n *corev1.ConfigMap) { notify(n) },
-	}, cache.EventHandlerOptions{Buffer: 4})
+	}, cache.EventHandlerOptions{})
 	return s, nil
 }
 

@@ -34,6 +34,9 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	if env == nil {
+		t.Fatal("no control plane: integration tests do not run while fuzzing")
+	}
 	cfg := env.Config()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

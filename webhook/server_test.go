@@ -2,6 +2,8 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -268,9 +270,8 @@ func TestOverrunAnswersOnTimeoutAndRunWaitsForTheHandler(t *testing.T) {
 	if took >= time.Second {
 		t.Fatalf("answered after %v, not before the API server's 1s timeout", took)
 	}
-	if !ctxEnded.Load() {
-		t.Fatal("the handler's ctx did not end at the deadline")
-	}
+	// The answer went out when the deadline passed; the handler sees its ctx end then too.
+	testenv.Eventually(t, 5*time.Second, "the handler's ctx to end at the deadline", func() (bool, error) { return ctxEnded.Load(), nil })
 	if n := metricValue(t, reg, "skiff_webhook_timeouts_total", map[string]string{"webhook": v.Path()}); n != 1 {
 		t.Fatalf("timeouts = %v, want 1", n)
 	}
@@ -326,5 +327,72 @@ func TestOptionsAreChecked(t *testing.T) {
 	}
 	if err := srv.Register(v2); err == nil {
 		t.Error("two webhooks on one path accepted")
+	}
+}
+
+func TestClientCertificatesWhenClientCAIsSet(t *testing.T) {
+	certs := newSelfSigned(t) // also the CA of the client's certificate
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certs.pem)
+	srv, err := webhook.NewServer(webhook.ServerOptions{Addr: "127.0.0.1:0", Certificates: certs, ClientCA: pool, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Handle("/ok", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})); err != nil {
+		t.Fatal(err)
+	}
+	startServer(t, srv)
+	if err := srv.Handle("/late", http.NotFoundHandler()); err == nil {
+		t.Fatal("Handle after Run was accepted")
+	}
+	if err := srv.Run(context.Background()); err == nil {
+		t.Fatal("a second Run was accepted")
+	}
+	anon := certs.httpClient()
+	if resp, err := anon.Get("https://" + srv.Addr() + "/ok"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a client without a certificate got %d", resp.StatusCode)
+	}
+	withCert := certs.httpClient()
+	withCert.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{certs.cert}
+	resp, err := withCert.Get("https://" + srv.Addr() + "/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a client with a certificate got %d", resp.StatusCode)
+	}
+	old := certs.httpClient()
+	old.Transport.(*http.Transport).TLSClientConfig.MaxVersion = tls.VersionTLS11
+	if resp, err := old.Get("https://" + srv.Addr() + "/ok"); err == nil {
+		resp.Body.Close()
+		t.Fatal("TLS 1.1 was accepted")
+	}
+}
+
+func TestConfigOptionsAreChecked(t *testing.T) {
+	v, _ := webhook.NewValidating(func(ctx context.Context, req webhook.Request[*corev1.ConfigMap]) webhook.Response {
+		return webhook.Allow()
+	}, webhook.Options{})
+	srv, _, _ := newTestServer(t, v)
+	for name, o := range map[string]webhook.ConfigOptions{
+		"no name":         {URL: "https://127.0.0.1:9443"},
+		"neither":         {Name: "x"},
+		"both":            {Name: "x", URL: "https://127.0.0.1:9443", Service: &webhook.ServiceRef{Namespace: "n", Name: "s"}},
+		"http":            {Name: "x", URL: "http://127.0.0.1:9443"},
+		"query":           {Name: "x", URL: "https://127.0.0.1:9443?a=b"},
+		"service no name": {Name: "x", Service: &webhook.ServiceRef{Namespace: "n"}},
+	} {
+		if _, _, err := srv.Configurations(o); err == nil {
+			t.Errorf("%s: %+v accepted", name, o)
+		}
+	}
+	vwc, mwc, err := srv.Configurations(webhook.ConfigOptions{Name: "x", URL: "https://127.0.0.1:9443/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mwc != nil || *vwc.Webhooks[0].ClientConfig.URL != "https://127.0.0.1:9443/validate-core-v1-configmap" || string(vwc.Webhooks[0].ClientConfig.CABundle) == "" {
+		t.Fatalf("configurations %+v, %+v", vwc, mwc)
 	}
 }

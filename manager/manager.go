@@ -7,12 +7,13 @@
 //     or JSON with ?format=json), and, only if enabled, /debug/pprof/
 //     (Options.EnablePprof) and the dead-letter replay action
 //     (Options.EnableReplay);
-//  2. every cache (informer), then wait until all have synced — bounded by
+//  2. every Runnable (Add; webhook servers: they serve on every replica);
+//  3. every cache (informer), then wait until all have synced — bounded by
 //     SyncTimeout, failing with an error that names the cache that did not
 //     sync (a missing CRD, say); /readyz turns ok here;
-//  3. with leader election, campaign for a coordination.k8s.io Lease —
+//  4. with leader election, campaign for a coordination.k8s.io Lease —
 //     caches are already warm, so a new leader starts work at once;
-//  4. every controller.
+//  5. every controller.
 //
 // Stop (when Start's context ends, leadership is lost, or a part fails):
 //  1. controllers stop taking keys and drain in-flight reconciles (each
@@ -20,7 +21,12 @@
 //  2. the Lease is released, so a standby takes over without waiting for
 //     it to expire;
 //  3. caches stop;
-//  4. the HTTP server stops.
+//  4. runnables stop;
+//  5. the HTTP server stops.
+//
+// A runnable that fails, or returns before it is told to stop, fails
+// Start. Health checks added with AddHealthCheck are part of /healthz and
+// /readyz.
 //
 // Safe by default: the server binds 127.0.0.1:8080; profiling and the
 // replay action (a state-changing POST, guarded against cross-site requests,
@@ -163,6 +169,8 @@ type Manager struct {
 	mu          sync.Mutex
 	caches      []namedCache
 	controllers []Controller
+	runnables   []namedRunnable
+	checks      []namedCheck
 	started     bool
 
 	ready    atomic.Bool
@@ -386,7 +394,7 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 		return errors.New("manager: Start called twice")
 	}
 	m.started = true
-	caches, controllers := m.caches, m.controllers
+	caches, controllers, runnables := m.caches, m.controllers, m.runnables
 	m.mu.Unlock()
 
 	// 4. servers stop last.
@@ -408,10 +416,16 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 		defer func() { stopEvents(); <-evDone }()
 	}
 
+	// Runnables and caches report failures here.
+	cacheErrs := make(chan error, len(caches)+len(runnables))
+
+	// 4. runnables stop after caches, before the server.
+	stopRunnables := m.startRunnables(ctx, runnables, cacheErrs)
+	defer stopRunnables()
+
 	// 3. caches stop after controllers and the lease.
 	cacheCtx, stopCaches := context.WithCancel(context.WithoutCancel(ctx))
 	var cacheWG sync.WaitGroup
-	cacheErrs := make(chan error, len(caches))
 	cacheWG.Go(func() { m.factory.Run(cacheCtx) })
 	for _, c := range caches {
 		cacheWG.Go(func() {

@@ -70,8 +70,18 @@ func (m *Manager) startServer() (stop func() error, err error) {
 func (m *Manager) Handler() http.Handler {
 	g := m.http
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := m.checkHealth(r); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := m.checkHealth(r); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		if !m.ready.Load() {
 			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
 			return

@@ -297,4 +297,3 @@ func BenchmarkInformerCustomResources(b *testing.B) {
 		})
 	}
 }
-

@@ -75,6 +75,9 @@ func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], er
 	}
 	typ := reflect.TypeFor[T]()
 	src := cache.RESTSource[T](m.rc, m.gvr, scope)
+	if !builtIn(m.gvk.GroupVersion()) {
+		src = cache.CustomSource[T](m.rc, m.gvr, scope) // custom resources: wire bytes straight into T
+	}
 	name := src.Resource
 	var parts []string
 	for _, p := range [][2]string{{"namespace", scope.Namespace}, {"labels", scope.LabelSelector}, {"fields", scope.FieldSelector}} {

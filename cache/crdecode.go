@@ -1,0 +1,305 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	kjson "sigs.k8s.io/json"
+)
+
+// CustomSource watches gvr, a custom resource (or any resource served as
+// JSON), and decodes every object of a list or watch straight from the
+// wire bytes into T: a pointer to a Go struct with json tags implementing
+// runtime.Object (typically a CRD type embedding metav1.TypeMeta and
+// metav1.ObjectMeta; CustomSource panics for any other T), or
+// *unstructured.Unstructured. metadata.managedFields and the
+// kubectl.kubernetes.io/last-applied-configuration annotation are cut from
+// the bytes before decoding, so they are never allocated (DefaultTransform
+// would drop them anyway; with a Transform of your own they are absent
+// too).
+//
+// c is a REST client for gvr's group and version (the client package passes
+// its own; CustomSourceFor builds one). Decoding is case-sensitive JSON,
+// the same as client-go's JSON serializer; fields T does not declare are
+// ignored. An object that does not fit T is malformed for this informer: it
+// is skipped, logged with its namespace and name, and counted in
+// Stats().Skipped. It does no I/O until the informer runs.
+func CustomSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope) Source[T] {
+	d := newWireDecoder[T](resourceName(gvr))
+	return Source[T]{
+		LW:       &wireLW[T]{c: c, resource: gvr.Resource, ns: scope.Namespace, dec: d},
+		Decode:   d.assert,
+		Resource: resourceName(gvr),
+		Scope:    scope,
+		id:       fmt.Sprintf("%s %v %s (wire)", resourceName(gvr), reflect.TypeFor[T](), scope),
+	}
+}
+
+// CustomSourceFor is CustomSource over a new REST client for cfg (client-go's
+// 5 QPS limit off unless cfg sets a QPS or limiter).
+func CustomSourceFor[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[T], error) {
+	c := informerConfig(cfg)
+	gv := gvr.GroupVersion()
+	c.GroupVersion = &gv
+	c.APIPath = "/apis"
+	if gv.Group == "" {
+		c.APIPath = "/api"
+	}
+	// The serializer only decodes error Status bodies; objects never go
+	// through it.
+	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	c.ContentType = runtime.ContentTypeJSON
+	c.AcceptContentTypes = runtime.ContentTypeJSON
+	rc, err := rest.RESTClientFor(c)
+	if err != nil {
+		return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
+	}
+	return CustomSource[T](rc, gvr, scope), nil
+}
+
+// wireDecoder decodes one object's JSON bytes into T.
+type wireDecoder[T Object] struct {
+	resource     string
+	typ          reflect.Type // T
+	unstructured bool         // T is *unstructured.Unstructured
+}
+
+func newWireDecoder[T Object](resource string) wireDecoder[T] {
+	typ := reflect.TypeFor[T]()
+	var zero T
+	_, isU := any(zero).(*unstructured.Unstructured)
+	if !isU && (typ.Kind() != reflect.Pointer || typ.Elem().Kind() != reflect.Struct || !typ.Implements(reflect.TypeFor[runtime.Object]())) {
+		panic(fmt.Sprintf("cache.CustomSource: %v is not a pointer to a struct implementing runtime.Object", typ))
+	}
+	return wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
+}
+
+// decode strips obj in place (see stripJSONObject) and decodes it into a new T.
+// A failure is an *undecoded naming the object, with the error.
+func (d wireDecoder[T]) decode(obj []byte) (T, *undecoded) {
+	var zero T
+	b, err := stripJSONObject(obj)
+	if err != nil {
+		// Not one JSON object: let the decoder have its say on the bytes
+		// as they are (it accepts what it accepts, and its error is the
+		// familiar one).
+		b = obj
+	}
+	t, err := d.unmarshal(b)
+	if err != nil {
+		return zero, d.failed(b, err)
+	}
+	return t, nil
+}
+
+func (d wireDecoder[T]) unmarshal(b []byte) (T, error) {
+	var zero T
+	if d.unstructured {
+		var m map[string]any
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(b, &m); err != nil {
+			return zero, err
+		}
+		if m == nil {
+			return zero, errors.New("object is null")
+		}
+		return any(&unstructured.Unstructured{Object: m}).(T), nil
+	}
+	t := reflect.New(d.typ.Elem()).Interface().(T)
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(b, t); err != nil {
+		return zero, err
+	}
+	return t, nil
+}
+
+// failed names the object obj as well as its bytes allow.
+func (d wireDecoder[T]) failed(obj []byte, err error) *undecoded {
+	u := &undecoded{}
+	var head struct {
+		Metadata struct {
+			Name            string `json:"name"`
+			Namespace       string `json:"namespace"`
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	_ = kjson.UnmarshalCaseSensitivePreserveInts(obj, &head) // best effort: names the object in the error if it can
+	u.Name, u.Namespace, u.ResourceVersion = head.Metadata.Name, head.Metadata.Namespace, head.Metadata.ResourceVersion
+	who := u.Name
+	if u.Namespace != "" {
+		who = u.Namespace + "/" + u.Name
+	}
+	if who == "" {
+		who = "(unnamed)"
+	}
+	u.err = fmt.Errorf("decode %s %s into %v: %w", d.resource, who, d.typ, err)
+	return u
+}
+
+// assert is the Source's Decode: wire objects are already T, or an
+// *undecoded carrying why not.
+func (d wireDecoder[T]) assert(o runtime.Object) (T, error) {
+	var zero T
+	switch v := o.(type) {
+	case T:
+		return v, nil
+	case *undecoded:
+		return zero, v.err
+	}
+	return zero, fmt.Errorf("got %T, want %v", o, d.typ)
+}
+
+// undecoded stands in for an object that did not decode: the reflector
+// skips it (logging its name and counting it) and still learns its
+// resourceVersion and, for a delete, its key.
+type undecoded struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+	err error
+}
+
+func (u *undecoded) DeepCopyObject() runtime.Object {
+	c := &undecoded{TypeMeta: u.TypeMeta, err: u.err}
+	u.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	return c
+}
+
+// wireList is what wireLW.List returns: the list's metadata and its items,
+// each a T or an *undecoded.
+type wireList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+	Items []runtime.Object
+}
+
+func (l *wireList) DeepCopyObject() runtime.Object {
+	c := &wireList{TypeMeta: l.TypeMeta, Items: make([]runtime.Object, len(l.Items))}
+	l.ListMeta.DeepCopyInto(&c.ListMeta)
+	for i, o := range l.Items {
+		c.Items[i] = o.DeepCopyObject()
+	}
+	return c
+}
+
+// decodeList decodes a list body {"metadata": ..., "items": [...]},
+// stripping items in place.
+func (d wireDecoder[T]) decodeList(body []byte) (*wireList, error) {
+	l := &wireList{}
+	for m, err := range objectMembers(body, skipSpace(body, 0), 1) {
+		if err != nil {
+			return nil, fmt.Errorf("decode %s list: %w", d.resource, err)
+		}
+		if m.start < 0 {
+			continue
+		}
+		switch string(m.key) {
+		case "metadata":
+			if err := kjson.UnmarshalCaseSensitivePreserveInts(body[m.vStart:m.vEnd], &l.ListMeta); err != nil {
+				return nil, fmt.Errorf("decode %s list metadata: %w", d.resource, err)
+			}
+		case "items":
+			if body[m.vStart] == 'n' { // null
+				continue
+			}
+			for sp, err := range arrayElems(body, m.vStart, 2) {
+				if err != nil {
+					return nil, fmt.Errorf("decode %s list items: %w", d.resource, err)
+				}
+				t, bad := d.decode(body[sp.vs:sp.ve])
+				if bad != nil {
+					l.Items = append(l.Items, bad)
+				} else {
+					l.Items = append(l.Items, any(t).(runtime.Object))
+				}
+			}
+		}
+	}
+	return l, nil
+}
+
+// decodeEvent decodes one watch event frame {"type": ..., "object": ...}.
+// Objects that do not decode arrive as *undecoded; a frame that is not an
+// event is an error (the stream cannot be trusted after it).
+func (d wireDecoder[T]) decodeEvent(frame []byte) (watch.Event, error) {
+	var typ string
+	os, oe := -1, -1
+	for m, err := range objectMembers(frame, skipSpace(frame, 0), 1) {
+		if err != nil {
+			return watch.Event{}, fmt.Errorf("decode %s watch event: %w", d.resource, err)
+		}
+		switch {
+		case m.start < 0:
+		case string(m.key) == "type":
+			if err := kjson.UnmarshalCaseSensitivePreserveInts(frame[m.vStart:m.vEnd], &typ); err != nil {
+				return watch.Event{}, fmt.Errorf("decode %s watch event type: %w", d.resource, err)
+			}
+		case string(m.key) == "object":
+			os, oe = m.vStart, m.vEnd
+		}
+	}
+	if os < 0 {
+		return watch.Event{}, fmt.Errorf("decode %s watch event of type %q: no object", d.resource, typ)
+	}
+	obj := frame[os:oe]
+	switch et := watch.EventType(typ); et {
+	case watch.Error:
+		st := &metav1.Status{}
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(obj, st); err != nil {
+			return watch.Event{}, fmt.Errorf("decode %s watch error status: %w", d.resource, err)
+		}
+		return watch.Event{Type: et, Object: st}, nil
+	default:
+		t, bad := d.decode(obj)
+		if bad != nil {
+			return watch.Event{Type: et, Object: bad}, nil
+		}
+		return watch.Event{Type: et, Object: any(t).(runtime.Object)}, nil
+	}
+}
+
+// wireLW lists and watches through c, decoding bodies with dec.
+type wireLW[T Object] struct {
+	c        rest.Interface
+	resource string
+	ns       string
+	dec      wireDecoder[T]
+}
+
+func (l *wireLW[T]) request(opts *metav1.ListOptions) *rest.Request {
+	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+		VersionedParams(opts, metav1.ParameterCodec).SetHeader("Accept", runtime.ContentTypeJSON)
+}
+
+func (l *wireLW[T]) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	body, err := l.request(&opts).DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.dec.decodeList(body)
+}
+
+func (l *wireLW[T]) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	body, err := l.request(&opts).Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return startWireWatch(body, l.dec.decodeEvent, l.dec.resource), nil
+}
+
+// isClosedRead reports read errors that mean the stream ended (the server
+// closed it, or Stop closed the body) rather than a fault worth reporting.
+func isClosedRead(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "use of closed") || strings.Contains(s, "closed response body") ||
+		strings.Contains(s, "connection reset") || strings.Contains(s, "stream error") ||
+		errors.Is(err, context.Canceled)
+}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -16,3 +17,8 @@ func (c *Client) ResourceFor(obj runtime.Object) (schema.GroupVersionResource, e
 	}
 	return m.gvr, nil
 }
+
+// RESTMapper returns the mapper the client resolves kinds with: the
+// caller's Options.Mapper, or the one backed by the server's discovery.
+// Callers must not reset it.
+func (c *Client) RESTMapper() meta.RESTMapper { return c.mapper }

@@ -34,10 +34,11 @@ type ConfigOptions struct {
 	// CABundler; else none (the API server then trusts its system roots).
 	CABundle []byte
 	// Mapper resolves T's group/version/kind to its resource and scope.
-	// Default: the kind's plural guessed in lower case ("configmaps",
-	// "ingresses", "networkpolicies"), with scope "*"; right for built-in
-	// kinds and conventionally named CRDs. Pass a discovery-backed mapper
-	// otherwise.
+	// Default: in ApplyConfigurations, the client's discovery-backed
+	// mapper (client.RESTMapper); in Configurations and
+	// ConfigurationsYAML, which have no client, the kind's plural guessed
+	// in lower case ("configmaps", "ingresses", "networkpolicies") with
+	// scope "*", right for built-in kinds and conventionally named CRDs.
 	Mapper meta.RESTMapper
 }
 
@@ -204,6 +205,9 @@ const FieldOwner = "skiff-webhook"
 // code disappears from the applied configuration; a configuration with no
 // webhook left is not deleted.
 func (s *Server) ApplyConfigurations(ctx context.Context, c *client.Client, o ConfigOptions) error {
+	if o.Mapper == nil {
+		o.Mapper = c.RESTMapper()
+	}
 	vwc, mwc, err := s.Configurations(o)
 	if err != nil {
 		return err

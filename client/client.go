@@ -150,6 +150,7 @@ type typedInformer struct {
 	scope cache.Scope
 	m     *mapping
 	rv    func() string // the informer's latest applied resourceVersion
+	part  *cache.Partition // non-nil: the informer holds only this partition
 }
 
 // New returns a client for cfg. It does no I/O: discovery runs on first use.

@@ -73,6 +73,9 @@ type Options[K comparable] struct {
 	QueueMetrics *queue.Metrics
 	// Logger receives reconcile errors. Default slog.Default().
 	Logger *slog.Logger
+	// Gate, if non-nil, admits every key before its reconcile (see Gate);
+	// refused keys are dropped. Default nil: every key is reconciled.
+	Gate Gate[K]
 	// TracerProvider, if non-nil, traces every reconcile: a span "reconcile
 	// <Name>" with attributes controller, key and reconcileID (as in
 	// Logger's lines), the parent of the spans of requests made with the
@@ -96,6 +99,7 @@ type Controller[K comparable] struct {
 	log        *slog.Logger
 	m          *Metrics
 	tracer     trace.Tracer // nil: no spans
+	gate       Gate[K]      // nil: admit everything
 
 	started atomic.Bool
 
@@ -141,7 +145,7 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 	c := &Controller[K]{
 		name: o.Name, rec: r, q: o.Queue, clock: o.Clock, interval: o.SizingInterval,
 		timeout: o.ReconcileTimeout, shutdown: o.ShutdownTimeout, log: o.Logger, m: o.Metrics,
-		sizer: Sizer{Min: o.MinWorkers, Max: o.MaxWorkers},
+		sizer: Sizer{Min: o.MinWorkers, Max: o.MaxWorkers}, gate: o.Gate,
 	}
 	if c.clock == nil {
 		c.clock = queue.RealClock{}

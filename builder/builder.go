@@ -35,6 +35,7 @@ import (
 	"github.com/skiffkit/skiff/controller"
 	"github.com/skiffkit/skiff/manager"
 	"github.com/skiffkit/skiff/queue"
+	"github.com/skiffkit/skiff/shard"
 )
 
 // Option is a trigger (For, Owns, Watches, ...) or a setting (Named,
@@ -65,6 +66,9 @@ type build struct {
 	// forNamespaced says whether it is a namespaced resource.
 	forGVK        schema.GroupVersionKind
 	forNamespaced bool
+	// shardField and gate: sharding (nil gate when the manager does not shard).
+	shardField shard.Field
+	gate       *shardGate
 }
 
 // Build creates a controller for r from opts — exactly one For or
@@ -100,6 +104,9 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 			return nil, err
 		}
 	}
+	if err := setupShard(b, fors); err != nil {
+		return nil, err
+	}
 	m := mgr.Metrics()
 	if b.opts.Metrics == nil {
 		b.opts.Metrics = m.Controllers
@@ -119,6 +126,9 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 	}
 	if err := mgr.AddController(c); err != nil {
 		return nil, err
+	}
+	if b.gate != nil {
+		b.gate.q = c.Queue()
 	}
 	for _, t := range triggers {
 		if err := t.attach(b, c.Queue()); err != nil {
@@ -209,6 +219,9 @@ func (f forT[T]) check(b *build) error {
 }
 
 func (f forT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
+	if b.gate != nil {
+		return attachShardedFor(b, f.preds, q)
+	}
 	inf, err := informer[T](b)
 	if err != nil {
 		return err
@@ -304,6 +317,10 @@ func (ownsT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	if err != nil {
 		return err
 	}
+	if b.gate != nil {
+		attachShardedOwns(b, inf, q)
+		return nil
+	}
 	keys := OwnerKeys[T](b.forGVK)
 	if !b.forNamespaced {
 		keys = ClusterOwnerKeys[T](b.forGVK)
@@ -385,7 +402,11 @@ func (w watchesT[T]) attach(b *build, q *queue.Queue[controller.Request]) error 
 	if err != nil {
 		return err
 	}
-	attachMap(inf, w.fn, q)
+	fn := w.fn
+	if b.gate != nil {
+		fn = shardedKeys(b.gate, fn)
+	}
+	attachMap(inf, fn, q)
 	return nil
 }
 
@@ -412,7 +433,11 @@ func (w watchesInformer[T]) attach(b *build, q *queue.Queue[controller.Request])
 	if err := b.mgr.AddCache(w.inf.Name(), w.inf); err != nil {
 		return err
 	}
-	attachMap(w.inf, w.fn, q)
+	fn := w.fn
+	if b.gate != nil {
+		fn = shardedKeys(b.gate, fn)
+	}
+	attachMap(w.inf, fn, q)
 	return nil
 }
 

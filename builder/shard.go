@@ -50,7 +50,9 @@ type shardGate struct {
 	dropped prometheus.Counter
 
 	// Set by the For trigger's attach, before the controller runs.
-	inf  interface{ lookup(types.NamespacedName) (metav1.Object, bool) }
+	inf interface {
+		lookup(types.NamespacedName) (metav1.Object, bool)
+	}
 	part *cache.Partition
 	q    *queue.Queue[controller.Request]
 
@@ -173,10 +175,12 @@ func (g *shardGate) prune(a *shard.Assignment) {
 // The manager runs it as a cache; it is synced once the partition has its
 // first part (so the For informer can list).
 type shardDriver[T client.Object] struct {
-	name       string
-	g          *shardGate
-	inf        *cache.Informer[T]
-	sharding   interface{ ServerShards(context.Context) (bool, error) }
+	name     string
+	g        *shardGate
+	inf      *cache.Informer[T]
+	sharding interface {
+		ServerShards(context.Context) (bool, error)
+	}
 	firstSet   chan struct{}
 	firstOnce  sync.Once
 	serverSide bool

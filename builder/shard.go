@@ -42,8 +42,8 @@ func ShardBy(f shard.Field) Option {
 //     dropped (a Watches key whose object is not in this replica's cache).
 //   - A key refused while the target ring gives it to this replica (the
 //     hand-off is not complete, or the cache is still listing the new
-//     ranges) is remembered and enqueued again at activation and when the
-//     cache has listed.
+//     ranges), or whose object is in this replica's cache, is remembered
+//     and enqueued again at activation and when the cache has listed.
 type shardGate struct {
 	rep     *shard.Replica
 	field   shard.Field
@@ -121,7 +121,12 @@ func (g *shardGate) Admit(ctx context.Context, key controller.Request) (context.
 		release()
 	}
 	g.dropped.Inc()
-	if g.ownsTarget(it) {
+	if _, cached := g.inf.lookup(key); cached || g.ownsTarget(it) {
+		// Ours under the target, or in our cache (which holds our ranges
+		// and, during a hand-off, the ones we are about to gain): try
+		// again when the hand-off completes or the cache has listed. The
+		// assignment seen here may lag the member's by a moment, and a
+		// ring we never activated may have passed us by.
 		g.mu.Lock()
 		g.retry[key] = struct{}{}
 		g.mu.Unlock()

@@ -37,6 +37,7 @@ type fleet struct {
 	ns       string
 	group    string
 	weight   map[string]float64
+	requeue  time.Duration // every key is reconciled again this long after
 	mu       sync.Mutex
 	running  map[string]*member
 	all      []*member
@@ -63,7 +64,7 @@ type member struct {
 }
 
 func newFleet(t *testing.T, ns string) *fleet {
-	return &fleet{t: t, ns: ns, group: "cm", weight: map[string]float64{}, running: map[string]*member{},
+	return &fleet{t: t, ns: ns, group: "cm", requeue: 300 * time.Millisecond, weight: map[string]float64{}, running: map[string]*member{},
 		holder: map[types.NamespacedName]string{}, last: map[types.NamespacedName]reconcile{}}
 }
 
@@ -86,7 +87,7 @@ func (f *fleet) reconcile(id string) controller.ReconcileFunc[controller.Request
 		f.mu.Unlock()
 		// Every key is reconciled again and again, so hand-offs happen
 		// under load.
-		return controller.Result{RequeueAfter: 300 * time.Millisecond}, nil
+		return controller.Result{RequeueAfter: f.requeue}, nil
 	}
 }
 
@@ -252,14 +253,24 @@ func (f *fleet) shutdown() {
 
 func createCMs(t *testing.T, ns string, n int) []*corev1.ConfigMap {
 	t.Helper()
-	cs := clientset(t, env.Config())
-	out := make([]*corev1.ConfigMap, 0, n)
-	for i := range n {
-		cm, err := cs.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%04d", i)}}, metav1.CreateOptions{})
+	cfg := rest.CopyConfig(env.Config())
+	cfg.QPS, cfg.Burst = -1, 0
+	cs := clientset(t, cfg)
+	out := make([]*corev1.ConfigMap, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				out[i], errs[i] = cs.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%04d", i)}}, metav1.CreateOptions{})
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, cm)
 	}
 	return out
 }
@@ -393,6 +404,61 @@ func TestShardedControllerMembershipChanges(t *testing.T) {
 		}
 		f.reconciledByOwners(objs, time.Now(), 20*time.Second)
 	}
+	if f.overlaps.Load() > 0 {
+		t.Errorf("%d overlapping reconciles", f.overlaps.Load())
+	}
+}
+
+// TestShardedControllerCanary: a member joining with Weight 0.05 among
+// three gets 5% ± 2% of 3000 keys; widening it to an equal share and then
+// removing it hand keys off with no key reconciled by two replicas at once.
+func TestShardedControllerCanary(t *testing.T) {
+	ns := testenv.Namespace(t, env.Config())
+	const n = 3000
+	objs := createCMs(t, ns, n)
+	f := newFleet(t, ns)
+	f.requeue = 3 * time.Second // 1000 reconciles/s in all: the machine is small
+	defer f.shutdown()
+	for _, id := range []string{"r1", "r2", "r3"} {
+		f.start(id)
+	}
+	f.weight["canary"] = 0.05
+	canary := f.start("canary")
+	testenv.Eventually(t, 30*time.Second, "3 replicas and the canary settled", f.settled)
+	share := func() float64 {
+		k := 0
+		for _, o := range objs {
+			if owner, _ := f.ownerOf(o); owner == "canary" {
+				k++
+			}
+		}
+		return float64(k) / n
+	}
+	f.reconciledByOwners(objs, time.Now(), 30*time.Second)
+	if s := share(); s < 0.03 || s > 0.07 {
+		t.Errorf("canary owns %.3f of %d keys, want 0.05 ± 0.02", s, n)
+	} else {
+		t.Logf("canary owns %.3f of %d keys", s, n)
+	}
+
+	if err := canary.mgr.Shard().Replica().SetWeight(0); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "canary widened to an equal share", func() (bool, error) {
+		if ok, err := f.settled(); !ok {
+			return false, err
+		}
+		if fr := canary.mgr.State().Shard.OwnedFraction; fr < 0.24 || fr > 0.26 {
+			return false, fmt.Errorf("canary owns %.3f of the space", fr)
+		}
+		return true, nil
+	})
+	f.reconciledByOwners(objs, time.Now(), 30*time.Second)
+	t.Logf("widened: canary owns %.3f of %d keys", share(), n)
+
+	f.stopGracefully("canary") // rollback
+	testenv.Eventually(t, 30*time.Second, "canary removed", f.settled)
+	f.reconciledByOwners(objs, time.Now(), 30*time.Second)
 	if f.overlaps.Load() > 0 {
 		t.Errorf("%d overlapping reconciles", f.overlaps.Load())
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/skiffkit/skiff/deadletter"
 	"github.com/skiffkit/skiff/manager"
 	"github.com/skiffkit/skiff/queue"
+	"github.com/skiffkit/skiff/shard"
 )
 
 // Option is a trigger (For, Owns, Watches, ...) or a setting (Named,
@@ -68,6 +69,9 @@ type build struct {
 	forNamespaced bool
 	// deadLetters, if set, asks for a deadletter.Store (PersistDeadLetters).
 	deadLetters *deadletter.StoreOptions
+	// shardField and gate: sharding (nil gate when the manager does not shard).
+	shardField shard.Field
+	gate       *shardGate
 }
 
 // Build creates a controller for r from opts — exactly one For or
@@ -102,6 +106,9 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 		if err := t.check(b); err != nil {
 			return nil, err
 		}
+	}
+	if err := setupShard(b, fors); err != nil {
+		return nil, err
 	}
 	m := mgr.Metrics()
 	if b.opts.Metrics == nil {
@@ -143,6 +150,9 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 	}
 	if err := mgr.AddController(c); err != nil {
 		return nil, err
+	}
+	if b.gate != nil {
+		b.gate.q = c.Queue()
 	}
 	for _, t := range triggers {
 		if err := t.attach(b, c.Queue()); err != nil {
@@ -251,6 +261,9 @@ func (f forT[T]) check(b *build) error {
 }
 
 func (f forT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
+	if b.gate != nil {
+		return attachShardedFor(b, f.preds, q)
+	}
 	inf, err := informer[T](b)
 	if err != nil {
 		return err
@@ -346,6 +359,10 @@ func (ownsT[T]) attach(b *build, q *queue.Queue[controller.Request]) error {
 	if err != nil {
 		return err
 	}
+	if b.gate != nil {
+		attachShardedOwns(b, inf, q)
+		return nil
+	}
 	keys := OwnerKeys[T](b.forGVK)
 	if !b.forNamespaced {
 		keys = ClusterOwnerKeys[T](b.forGVK)
@@ -427,7 +444,11 @@ func (w watchesT[T]) attach(b *build, q *queue.Queue[controller.Request]) error 
 	if err != nil {
 		return err
 	}
-	attachMap(inf, w.fn, q)
+	fn := w.fn
+	if b.gate != nil {
+		fn = shardedKeys(b.gate, fn)
+	}
+	attachMap(inf, fn, q)
 	return nil
 }
 
@@ -454,7 +475,11 @@ func (w watchesInformer[T]) attach(b *build, q *queue.Queue[controller.Request])
 	if err := b.mgr.AddCache(w.inf.Name(), w.inf); err != nil {
 		return err
 	}
-	attachMap(w.inf, w.fn, q)
+	fn := w.fn
+	if b.gate != nil {
+		fn = shardedKeys(b.gate, fn)
+	}
+	attachMap(w.inf, fn, q)
 	return nil
 }
 

@@ -149,7 +149,8 @@ type typedInformer struct {
 	inf   any // *cache.Informer[T]
 	scope cache.Scope
 	m     *mapping
-	rv    func() string // the informer's latest applied resourceVersion
+	rv    func() string    // the informer's latest applied resourceVersion
+	part  *cache.Partition // non-nil: the informer holds only this partition
 }
 
 // New returns a client for cfg. It does no I/O: discovery runs on first use.

@@ -69,9 +69,22 @@ func (c *Client) IsNamespaced(obj Object) (bool, error) {
 // type: asking again with the same scope returns it, with another scope is
 // an error. An informer created while the factory runs starts at once.
 func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], error) {
+	return informerFor[T](c, scope, nil)
+}
+
+func informerFor[T Object](c *Client, scope cache.Scope, part *cache.Partition) (*cache.Informer[T], error) {
 	have, m, err := checkInformer[T](c, scope)
-	if err != nil || have != nil {
-		return have, err
+	if err != nil {
+		return nil, err
+	}
+	if have != nil {
+		c.mu.Lock()
+		same := c.informers[reflect.TypeFor[T]()].part == part
+		c.mu.Unlock()
+		if part != nil && !same {
+			return nil, fmt.Errorf("client: an informer of %v exists already; a partitioned one must be the first (create it before any Get, List or informer of the type)", reflect.TypeFor[T]())
+		}
+		return have, nil
 	}
 	typ := reflect.TypeFor[T]()
 	src := cache.RESTSource[T](m.rc, m.gvr, scope)
@@ -85,16 +98,27 @@ func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], er
 			parts = append(parts, p[0]+"="+p[1])
 		}
 	}
+	if part != nil {
+		parts = append(parts, "partitioned")
+	}
 	if len(parts) > 0 {
 		name += " (" + strings.Join(parts, ", ") + ")"
 	}
-	inf := cache.InformerFor(c.factory, src, cache.Options[T]{Name: name, Metrics: c.imet})
+	o := cache.Options[T]{Name: name, Metrics: c.imet}
+	if part != nil {
+		src = cache.PartitionSource(src, part)
+		o.WatchList = cache.WatchListOff
+	}
+	inf := cache.InformerFor(c.factory, src, o)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if have, ok := c.informers[typ]; ok { // lost a race with another caller
+		if part != nil && have.part != part {
+			return nil, fmt.Errorf("client: an informer of %v was created meanwhile; a partitioned one must be the first", typ)
+		}
 		return have.inf.(*cache.Informer[T]), nil
 	}
-	c.informers[typ] = typedInformer{inf: inf, scope: scope, m: m, rv: inf.Store().ResourceVersion}
+	c.informers[typ] = typedInformer{inf: inf, scope: scope, m: m, rv: inf.Store().ResourceVersion, part: part}
 	return inf, nil
 }
 

@@ -91,6 +91,13 @@ type Options[K comparable] struct {
 	// ownership filter); only owned keys' dead letters are persisted,
 	// loaded and replayed here. Default nil: every key is owned.
 	OwnsKey func(K) bool
+	// OwnershipChanges, if non-nil, returns a channel closed at the next
+	// change of OwnsKey's answers, so dead letters move at once after a
+	// hand-off (see deadletter.SyncOptions). Default nil: within 10 s.
+	OwnershipChanges func() <-chan struct{}
+	// Gate, if non-nil, admits every key before its reconcile (see Gate);
+	// refused keys are dropped. Default nil: every key is reconciled.
+	Gate Gate[K]
 	// TracerProvider, if non-nil, traces every reconcile: a span "reconcile
 	// <Name>" with attributes controller, key and reconcileID (as in
 	// Logger's lines), the parent of the spans of requests made with the
@@ -115,6 +122,7 @@ type Controller[K comparable] struct {
 	m          *Metrics
 	tracer     trace.Tracer          // nil: no spans
 	dl         *deadletter.Syncer[K] // nil without DeadLetterStore
+	gate       Gate[K]               // nil: admit everything
 
 	started atomic.Bool
 
@@ -160,7 +168,7 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 	c := &Controller[K]{
 		name: o.Name, rec: r, q: o.Queue, clock: o.Clock, interval: o.SizingInterval,
 		timeout: o.ReconcileTimeout, shutdown: o.ShutdownTimeout, log: o.Logger, m: o.Metrics,
-		sizer: Sizer{Min: o.MinWorkers, Max: o.MaxWorkers},
+		sizer: Sizer{Min: o.MinWorkers, Max: o.MaxWorkers}, gate: o.Gate,
 	}
 	if c.clock == nil {
 		c.clock = queue.RealClock{}
@@ -195,7 +203,8 @@ func New[K comparable](r Reconciler[K], o Options[K]) (*Controller[K], error) {
 		}
 		var err error
 		c.dl, err = deadletter.NewSyncer(deadletter.SyncOptions[K]{
-			Store: o.DeadLetterStore, Queue: c.q, Codec: codec, OwnsKey: o.OwnsKey, Clock: c.clock, Logger: c.log,
+			Store: o.DeadLetterStore, Queue: c.q, Codec: codec, OwnsKey: o.OwnsKey, OwnershipChanges: o.OwnershipChanges,
+			Clock: c.clock, Logger: c.log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("controller %s: %w", o.Name, err)

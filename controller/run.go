@@ -177,6 +177,15 @@ func (c *Controller[K]) work(getCtx, recCtx context.Context) {
 // process reconciles key once and tells the queue what comes next. It runs
 // before Done, so adds that arrived meanwhile fold into a retry.
 func (c *Controller[K]) process(ctx context.Context, key K) {
+	if c.gate != nil {
+		gctx, release, ok := c.gate.Admit(ctx, key)
+		if !ok {
+			c.q.Forget(key)
+			return
+		}
+		defer release() // after the result is applied, before the caller's Done
+		ctx = gctx
+	}
 	c.setActive(1)
 	start := c.clock.Now()
 	if c.timeout > 0 {

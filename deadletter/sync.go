@@ -30,6 +30,10 @@ type SyncOptions[K comparable] struct {
 	// and deleted by the sync loop. Default nil: every key is owned (one
 	// replica, or leader election).
 	OwnsKey func(K) bool
+	// OwnershipChanges, if non-nil, returns a channel closed at the next
+	// change of OwnsKey's answers (shard.Replica.Changed); a pass runs
+	// then. Default nil: changes are picked up by the Resync pass.
+	OwnershipChanges func() <-chan struct{}
 	// Resync is how often a pass runs without a change, which picks up
 	// changes of OwnsKey's answers and retries failed writes. Default
 	// DefaultResync (10s).
@@ -104,13 +108,19 @@ func (s *Syncer[K]) Run(ctx context.Context) error {
 	close(s.loaded)
 	t := s.o.Clock.NewTimer(s.o.Resync)
 	defer t.Stop()
+	owners := func() <-chan struct{} { return nil }
+	if s.o.OwnershipChanges != nil {
+		owners = s.o.OwnershipChanges
+	}
 	for {
+		changed := owners()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.o.Queue.DeadLetterChanges():
 		case <-s.o.Store.Changes():
 		case <-s.poke:
+		case <-changed:
 		case <-t.C():
 			t.Reset(s.o.Resync)
 		}
@@ -161,10 +171,16 @@ func (s *Syncer[K]) pass(ctx context.Context) {
 	local := map[string]queue.DeadLetter[K]{}
 	in := Input{Local: map[string]Entry{}, Stored: map[string]Entry{}, Held: s.held, Succeeded: succeeded}
 	for _, d := range s.o.Queue.DeadLetters() {
+		k := s.o.Codec.Encode(d.Key)
 		if !s.owns(d.Key) {
+			// Handed off: the new owner loads the persisted entry, so the
+			// copy here goes. One not persisted yet stays until it is.
+			if _, stored := snap.Entries[k]; stored && s.o.Queue.Discard(d.Key) {
+				delete(s.held, k)
+				s.log.Info("dead letter handed off to the key's new owner", "key", k)
+			}
 			continue
 		}
-		k := s.o.Codec.Encode(d.Key)
 		local[k] = d
 		in.Local[k] = NewEntry(k, d.Attempts, d.LastError, d.FirstFailure, d.LastFailure, s.o.Store.Replica())
 	}

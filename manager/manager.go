@@ -67,6 +67,7 @@ import (
 	"github.com/skiffkit/skiff/deadletter"
 	"github.com/skiffkit/skiff/event"
 	"github.com/skiffkit/skiff/queue"
+	"github.com/skiffkit/skiff/shard"
 )
 
 // Cache is anything that fills a local cache from the API server, such as an
@@ -131,6 +132,15 @@ type Options struct {
 	// LeaderElection, if non-nil, runs controllers only while this process
 	// holds the Lease. Default nil: no election.
 	LeaderElection *LeaderElection
+	// Shard, if non-nil, makes this process one replica of a group that
+	// shares its controllers' work active-active (package shard): the
+	// manager holds the replica's Lease from Start until the controllers
+	// have drained, and the builder shards every controller it builds
+	// (see Sharding, and the README's "Sharding" section). Every replica
+	// needs get, list, create, update and delete on coordination.k8s.io
+	// Leases in Shard.Namespace. It cannot be combined with
+	// LeaderElection (New fails). Default nil: no sharding.
+	Shard *shard.Options
 	// Registry receives every metric of the manager's parts: the
 	// controllers' controller_runtime_*, their queues' workqueue_*, the
 	// informers' skiff_informer_* and the client's rest_client_*
@@ -165,6 +175,7 @@ type Manager struct {
 	configErr error           // why there is no Config, if none was given or found
 	factory   *cache.Factory
 	metrics   Metrics
+	shard     *Sharding // nil without Options.Shard
 
 	mu          sync.Mutex
 	caches      []namedCache
@@ -254,6 +265,11 @@ func New(o Options) (*Manager, error) {
 		m.events, err = event.New(event.Options{Config: o.Config, Controller: name, Scheme: o.Scheme, Registerer: o.Registry, Logger: o.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("manager: event recorder: %w", err)
+		}
+	}
+	if o.Shard != nil {
+		if m.shard, err = newSharding(o, *o.Shard); err != nil {
+			return nil, err
 		}
 	}
 	if !o.KeepKlog {
@@ -423,6 +439,10 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 	stopRunnables := m.startRunnables(ctx, runnables, cacheErrs)
 	defer stopRunnables()
 
+	// The shard member runs from before the caches (sharded informers
+	// list its ranges) until the controllers have drained (see below).
+	stopShard := m.startShard(ctx)
+
 	// 3. caches stop after controllers and the lease.
 	cacheCtx, stopCaches := context.WithCancel(context.WithoutCancel(ctx))
 	var cacheWG sync.WaitGroup
@@ -437,6 +457,13 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 	defer func() {
 		stopCaches()
 		cacheWG.Wait()
+	}()
+	// Runs before the caches stop: the controllers have drained, so the
+	// member releases its Lease at once.
+	defer func() {
+		if serr := stopShard(); serr != nil && err == nil {
+			err = serr
+		}
 	}()
 	syncing := caches
 	for _, inf := range m.factory.Informers() {

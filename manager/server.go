@@ -108,6 +108,8 @@ type DebugState struct {
 	Ready       bool              `json:"ready"`
 	Leader      bool              `json:"leader"`
 	Controllers []ControllerState `json:"controllers"`
+	// Shard is the shard membership; nil without Options.Shard.
+	Shard *ShardState `json:"shard,omitempty"`
 }
 
 // ControllerState is one controller on /debug/skiff.
@@ -125,6 +127,10 @@ func (m *Manager) State() DebugState {
 	ctrls := append([]Controller(nil), m.controllers...)
 	m.mu.Unlock()
 	s := DebugState{Ready: m.ready.Load(), Leader: m.leading.Load()}
+	if m.shard != nil {
+		st := m.shard.State()
+		s.Shard = &st
+	}
 	for _, c := range ctrls {
 		s.Controllers = append(s.Controllers, ControllerState{
 			Name: c.Name(), Stats: c.Stats(), QueueDepth: c.QueueDepth(), ByPriority: c.QueueDepthByPriority(),
@@ -213,6 +219,9 @@ var debugTmpl = template.Must(template.New("debug").Parse(`<!doctype html>
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4f4f4}</style></head>
 <body><h1>skiff</h1>
 <p>ready: <b>{{.Ready}}</b> · leader: <b>{{.Leader}}</b> · <a href="?format=json">JSON</a> · <a href="/metrics">metrics</a>{{if .Pprof}} · <a href="/debug/pprof/">pprof</a>{{end}}</p>
+{{with .Shard}}<h2>shard group {{.Group}}</h2>
+<p>member <b>{{.Identity}}</b> · ring {{.Version}} · {{if .Active}}active{{else}}<b>hand-off in progress</b>{{end}} · owns {{printf "%.3f" .OwnedFraction}} of the hash space in {{len .Ranges}} ranges · {{if .ServerSide}}server-side shard selectors{{else}}client-side filtering{{end}} · hand-offs {{.Handoffs}}</p>
+<table><tr><th>member</th><th>weight</th><th>selector</th></tr>{{range .Members}}<tr><td>{{.ID}}</td><td>{{if .Weight}}{{.Weight}}{{else}}equal{{end}}</td><td>{{.Selector}}</td></tr>{{end}}</table>{{end}}
 {{range .Controllers}}{{$c := .Name}}
 <h2>{{.Name}}</h2>
 <table><tr><th>workers</th><th>active</th><th>queue depth</th><th>reconciles</th><th>errors</th><th>terminal</th><th>panics</th><th>requeues</th><th>dead letters</th></tr>

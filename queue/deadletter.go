@@ -258,6 +258,25 @@ func (q *Queue[K]) Replay(key K) bool {
 	return true
 }
 
+// Discard takes key out of the dead-letter set without adding it again:
+// for a replica that no longer owns key, whose persisted dead letter moves
+// to the new owner (see package deadletter). The failure record is
+// forgotten too. It reports false, doing nothing, if key is not
+// dead-lettered or the queue is shut down.
+func (q *Queue[K]) Discard(key K) bool {
+	q.mu.Lock()
+	if _, ok := q.dead[key]; !ok || q.shuttingDown {
+		q.mu.Unlock()
+		return false
+	}
+	delete(q.dead, key)
+	delete(q.fails, key)
+	q.deadChangedLocked()
+	q.mu.Unlock()
+	q.limiter.Forget(key)
+	return true
+}
+
 // ReplayAll replays every dead-lettered key, in the order they became dead
 // letters, and returns how many it replayed.
 func (q *Queue[K]) ReplayAll() int {

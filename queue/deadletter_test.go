@@ -173,3 +173,45 @@ func drainSignal(q *queue.Queue[string]) {
 	default:
 	}
 }
+
+func TestDiscard(t *testing.T) {
+	q, clk := newFake(t, queue.Options[string]{
+		MaxFailures: 1,
+		RateLimiter: queue.NewExponential[string](time.Second, time.Hour),
+	})
+	if q.Discard("k") {
+		t.Fatal("Discard of a key that is not dead reported true")
+	}
+	q.Add("k")
+	got := drainUntil(t, q, "k")
+	q.Fail(got, errors.New("boom"))
+	q.Done(got)
+	if n := len(q.DeadLetters()); n != 1 {
+		t.Fatalf("DeadLetters = %d, want 1", n)
+	}
+	select { // drain the signal of the dead-lettering
+	case <-q.DeadLetterChanges():
+	default:
+		t.Fatal("no DeadLetterChanges signal after the key died")
+	}
+	if !q.Discard("k") {
+		t.Fatal("Discard of a dead key reported false")
+	}
+	select {
+	case <-q.DeadLetterChanges():
+	default:
+		t.Fatal("no DeadLetterChanges signal after Discard")
+	}
+	if n := len(q.DeadLetters()); n != 0 || q.Len() != 0 {
+		t.Fatalf("after Discard: %d dead letters, Len %d; want 0, 0 (not added again)", n, q.Len())
+	}
+	if r := q.Retries("k"); r != 0 {
+		t.Fatalf("Retries after Discard = %d, want 0 (forgotten)", r)
+	}
+	// The key is an ordinary key again: an add is processed.
+	clk.Advance(time.Hour)
+	q.Add("k")
+	if got := drainUntil(t, q, "k"); got != "k" {
+		t.Fatalf("got %q after re-adding", got)
+	}
+}

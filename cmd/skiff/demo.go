@@ -38,6 +38,7 @@ type demoConfig struct {
 	timeout    time.Duration
 	addr       string
 	keep       bool
+	replicas   int
 }
 
 func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,6 +61,7 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 	fs.DurationVar(&d.timeout, "timeout", 5*time.Minute, "give up if not converged by then")
 	fs.StringVar(&d.addr, "addr", "127.0.0.1:0", `metrics, health and /debug/skiff address ("-" for none)`)
 	fs.BoolVar(&d.keep, "keep", false, "keep the demo namespace (with --kubeconfig)")
+	fs.IntVar(&d.replicas, "replicas", 1, "run this many operator replicas in this process, sharing the Foos active-active (package shard)")
 	if err := parse(fs, args, stderr); err != nil {
 		return d, err
 	}
@@ -70,6 +72,8 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 		return d, usageError{fmt.Errorf("--churn and --deletes are fractions in [0, 1], got %v and %v", d.churn, d.deletes)}
 	case d.maxWorkers < 1:
 		return d, usageError{fmt.Errorf("--max-workers must be at least 1, got %d", d.maxWorkers)}
+	case d.replicas < 1:
+		return d, usageError{fmt.Errorf("--replicas must be at least 1, got %d", d.replicas)}
 	case d.timeout <= 0:
 		return d, usageError{fmt.Errorf("--timeout must be positive, got %v", d.timeout)}
 	}
@@ -88,7 +92,7 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 		cfg, where = c, c.Host
 	} else {
 		fmt.Fprintln(stdout, "skiff demo: starting a local control plane (etcd + kube-apiserver)")
-		env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: stderr}})
+		env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: stderr}, APIServerArgs: demoAPIServerArgs})
 		if err != nil {
 			return err
 		}
@@ -122,6 +126,9 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 		}()
 	}
 
+	if d.replicas > 1 {
+		return runReplicas(ctx, d, cfg, ns, where, stdout, stderr, start)
+	}
 	// The operator, exactly as examples/foo wires it, with its API calls counted.
 	var counter client.RequestCounter
 	opCfg := counter.Install(rest.CopyConfig(cfg))

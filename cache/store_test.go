@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"fmt"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -179,6 +180,28 @@ func TestDefaultTransformStripsManagedFieldsAndLastApplied(t *testing.T) {
 	cache.DefaultTransform(p)
 	if p.Annotations != nil {
 		t.Errorf("annotations left: %v", p.Annotations)
+	}
+}
+
+// Unstructured's GetAnnotations returns a copy: deleting from it alone
+// would leave the annotation in the object.
+func TestDefaultTransformStripsUnstructured(t *testing.T) {
+	u := &unstructured.Unstructured{Object: map[string]any{"metadata": map[string]any{
+		"name": "a", "namespace": "x",
+		"managedFields": []any{map[string]any{"manager": "kubectl"}},
+		"annotations":   map[string]any{cache.LastAppliedAnnotation: "{}", "keep": "me"},
+	}}}
+	cache.DefaultTransform(u)
+	if u.GetManagedFields() != nil {
+		t.Errorf("managedFields left: %v", u.GetManagedFields())
+	}
+	if a := u.GetAnnotations(); len(a) != 1 || a["keep"] != "me" {
+		t.Errorf("annotations after transform = %v, want only keep=me", a)
+	}
+	u.SetAnnotations(map[string]string{cache.LastAppliedAnnotation: "{}"})
+	cache.DefaultTransform(u)
+	if a := u.GetAnnotations(); a != nil {
+		t.Errorf("annotations left: %v", a)
 	}
 }
 

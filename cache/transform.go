@@ -23,10 +23,13 @@ func DefaultTransform[T Object](obj T) T {
 		m.SetManagedFields(nil)
 		if a := m.GetAnnotations(); a != nil {
 			if _, ok := a[LastAppliedAnnotation]; ok {
+				// Set back, not only deleted: Unstructured's
+				// GetAnnotations returns a copy.
 				delete(a, LastAppliedAnnotation)
 				if len(a) == 0 {
-					m.SetAnnotations(nil)
+					a = nil
 				}
+				m.SetAnnotations(a)
 			}
 		}
 	}

@@ -225,7 +225,9 @@ func TestCompactReadsAreOwnedByTheCaller(t *testing.T) {
 
 // flakyCodec fails to decode objects whose bytes contain "bad" and to
 // encode objects named "unencodable".
-type flakyCodec struct{ cache.ProtobufCodec[*corev1.Pod] }
+type flakyCodec struct {
+	cache.ProtobufCodec[*corev1.Pod]
+}
 
 func (c flakyCodec) Append(dst []byte, p *corev1.Pod) ([]byte, error) {
 	if p.Name == "unencodable" {
@@ -330,13 +332,21 @@ func TestCompactInformer(t *testing.T) {
 		var mu sync.Mutex
 		var events []string
 		inf.AddEventHandler(cache.EventHandler[*corev1.Pod]{
-			OnAdd: func(p *corev1.Pod) { mu.Lock(); events = append(events, "add "+p.Name+" "+p.Labels["app"]); mu.Unlock() },
+			OnAdd: func(p *corev1.Pod) {
+				mu.Lock()
+				events = append(events, "add "+p.Name+" "+p.Labels["app"])
+				mu.Unlock()
+			},
 			OnUpdate: func(old, new *corev1.Pod) {
 				mu.Lock()
 				events = append(events, "update "+new.Name+" "+old.Labels["app"]+"->"+new.Labels["app"])
 				mu.Unlock()
 			},
-			OnDelete: func(old *corev1.Pod) { mu.Lock(); events = append(events, "delete "+old.Name+" "+old.Labels["app"]); mu.Unlock() },
+			OnDelete: func(old *corev1.Pod) {
+				mu.Lock()
+				events = append(events, "delete "+old.Name+" "+old.Labels["app"])
+				mu.Unlock()
+			},
 		}, cache.EventHandlerOptions{})
 		defer run(t, inf)()
 		w.Add(pod("a", "x", "1", "app", "web"))

@@ -44,7 +44,7 @@ type runningInformer struct {
 	len       func() int
 	get       func(ns, name string) bool // reads one object as a controller would
 	list      func() int                 // reads every object as a controller would
-	keep      any // the informer, for runtime.KeepAlive
+	keep      any                        // the informer, for runtime.KeepAlive
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -190,10 +190,10 @@ func startClientGo(s informerSetup, wire clientGoWire, transform bool) (*running
 			o, ok, err := inf.GetIndexer().GetByKey(ns + "/" + name)
 			return err == nil && ok && o.(*corev1.Pod).Name == name
 		},
-		list: func() int { return len(inf.GetIndexer().List()) },
-		keep:      inf,
-		cancel:    cancel,
-		done:      make(chan struct{}),
+		list:   func() int { return len(inf.GetIndexer().List()) },
+		keep:   inf,
+		cancel: cancel,
+		done:   make(chan struct{}),
 	}
 	go func() { defer close(r.done); inf.RunWithContext(ctx) }()
 	return r, nil

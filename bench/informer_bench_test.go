@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,7 +63,7 @@ func warmUp(b *testing.B, f *informerFixture, impl informerImpl) {
 func BenchmarkInformerMemory(b *testing.B) {
 	forEachInformerImpl(b, func(b *testing.B, f *informerFixture, impl informerImpl) {
 		warmUp(b, f, impl)
-		var inuse, live float64
+		var inuse, live, get50, get99, listMS float64
 		for range b.N {
 			baseInuse, baseLive := heapAfterGC()
 			r, err := startSynced(impl, informerSetup{cfg: f.cfg, ns: f.ns}, f.size.pods)
@@ -71,13 +73,63 @@ func BenchmarkInformerMemory(b *testing.B) {
 			in, li := heapAfterGC()
 			inuse += float64(in) - float64(baseInuse)
 			live += float64(li) - float64(baseLive)
+			rc := measureReads(b, r, f)
+			get50 += rc.get50
+			get99 += rc.get99
+			listMS += rc.listMS
 			runtime.KeepAlive(r.keep)
 			r.stop()
 		}
 		n := float64(b.N * f.size.pods)
 		b.ReportMetric(inuse/n, "heap-B/obj")
 		b.ReportMetric(live/n, "live-B/obj")
+		b.ReportMetric(get50/float64(b.N), "get-p50-ns")
+		b.ReportMetric(get99/float64(b.N), "get-p99-ns")
+		b.ReportMetric(listMS/float64(b.N), "list-ms")
 	})
+}
+
+// readCost is what reads of a synced informer cost: Get of one pod (p50 and
+// p99 over readGets Gets of random pods, each timed alone) and a List of
+// every pod (median of readLists).
+type readCost struct{ get50, get99, listMS float64 }
+
+const (
+	readGets  = 20000
+	readLists = 5
+)
+
+// measureReads times Gets and Lists as a controller does them: through the
+// contender's lister (skiff) or indexer (client-go), one goroutine.
+func measureReads(b *testing.B, r *runningInformer, f *informerFixture) readCost {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	ds := make([]time.Duration, readGets)
+	for i := range ds {
+		name := podName(rng.IntN(f.size.pods))
+		t0 := time.Now()
+		ok := r.get(f.ns, name)
+		ds[i] = time.Since(t0)
+		if !ok {
+			b.Fatalf("Get %s/%s: not found", f.ns, name)
+		}
+	}
+	slices.Sort(ds)
+	ls := make([]time.Duration, readLists)
+	for i := range ls {
+		t0 := time.Now()
+		n := r.list()
+		ls[i] = time.Since(t0)
+		if n != f.size.pods {
+			b.Fatalf("List: %d pods, want %d", n, f.size.pods)
+		}
+	}
+	slices.Sort(ls)
+	return readCost{
+		get50:  float64(ds[len(ds)/2].Nanoseconds()),
+		get99:  float64(ds[len(ds)*99/100].Nanoseconds()),
+		listMS: float64(ls[len(ls)/2].Microseconds()) / 1000,
+	}
 }
 
 // I4: an informer with every pod cached gets a 410 Gone on its watch and

@@ -42,7 +42,9 @@ type informerSetup struct {
 type runningInformer struct {
 	hasSynced func() bool
 	len       func() int
-	keep      any // the informer, for runtime.KeepAlive
+	get       func(ns, name string) bool // reads one object as a controller would
+	list      func() int                 // reads every object as a controller would
+	keep      any                        // the informer, for runtime.KeepAlive
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -80,6 +82,10 @@ var informerImpls = []informerImpl{
 	{"skiff/fulldecode", func(s informerSetup) (*runningInformer, error) {
 		return startSkiff(s, skiffcache.Options[*corev1.Pod]{FullDecode: true, NoIntern: true})
 	}},
+	// Issue 12 part 3: objects kept as stripped protobuf, decoded on read.
+	{"skiff/compact", func(s informerSetup) (*runningInformer, error) {
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{Compact: true})
+	}},
 	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireDefault, false) }},
 	{"clientgo/json", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireJSON, false) }},
 	{"clientgo/tuned", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireProtobuf, true) }},
@@ -109,7 +115,14 @@ func startSkiff(s informerSetup, o skiffcache.Options[*corev1.Pod]) (*runningInf
 		inf.AddEventHandler(skiffcache.EventHandler[*corev1.Pod]{OnAdd: h.onAdd, OnUpdate: h.onUpdate}, skiffcache.EventHandlerOptions{})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningInformer{hasSynced: inf.HasSynced, len: inf.Store().Len, keep: inf, cancel: cancel, done: make(chan struct{})}
+	l := inf.Lister()
+	r := &runningInformer{hasSynced: inf.HasSynced, len: inf.Store().Len, keep: inf, cancel: cancel, done: make(chan struct{}),
+		get: func(ns, name string) bool {
+			p, ok := l.Get(ns, name)
+			return ok && p.Name == name
+		},
+		list: func() int { return len(l.List(nil)) },
+	}
 	go func() { defer close(r.done); inf.Run(ctx) }()
 	return r, nil
 }
@@ -173,9 +186,14 @@ func startClientGo(s informerSetup, wire clientGoWire, transform bool) (*running
 	r := &runningInformer{
 		hasSynced: inf.HasSynced,
 		len:       func() int { return len(inf.GetStore().ListKeys()) },
-		keep:      inf,
-		cancel:    cancel,
-		done:      make(chan struct{}),
+		get: func(ns, name string) bool {
+			o, ok, err := inf.GetIndexer().GetByKey(ns + "/" + name)
+			return err == nil && ok && o.(*corev1.Pod).Name == name
+		},
+		list:   func() int { return len(inf.GetIndexer().List()) },
+		keep:   inf,
+		cancel: cancel,
+		done:   make(chan struct{}),
 	}
 	go func() { defer close(r.done); inf.RunWithContext(ctx) }()
 	return r, nil

@@ -63,6 +63,8 @@ type build struct {
 	mgr    *manager.Manager
 	opts   controller.Options[controller.Request]
 	scopes map[reflect.Type]cache.Scope
+	// informerOpts are the client.InformerOptions of each type (Compact).
+	informerOpts map[reflect.Type][]client.InformerOption
 	// forGVK is the For type's group/version/kind (empty for ForInformer);
 	// forNamespaced says whether it is a namespaced resource.
 	forGVK        schema.GroupVersionKind
@@ -82,7 +84,7 @@ func Build(mgr *manager.Manager, r controller.Reconciler[controller.Request], op
 	if mgr == nil {
 		return nil, errors.New("builder: nil manager")
 	}
-	b := &build{mgr: mgr, scopes: map[reflect.Type]cache.Scope{}}
+	b := &build{mgr: mgr, scopes: map[reflect.Type]cache.Scope{}, informerOpts: map[reflect.Type][]client.InformerOption{}}
 	var fors, others []trigger
 	for _, o := range opts {
 		switch o := o.(type) {
@@ -221,6 +223,18 @@ func Scope[T client.Object](s cache.Scope) Option {
 	})
 }
 
+// Compact makes the manager's informer of T compact (see
+// client.CompactCache and cache.Options.Compact): objects are cached as
+// their stripped protobuf (JSON for custom resources) and decoded on every
+// read. Every controller that watches T, and every InformerFor of T, must
+// agree. Default: not compact.
+func Compact[T client.Object]() Option {
+	return settingFunc(func(b *build) error {
+		b.informerOpts[reflect.TypeFor[T]()] = []client.InformerOption{client.CompactCache}
+		return nil
+	})
+}
+
 // checkInformer checks that the manager can have an informer of T with
 // the build's scope.
 func checkInformer[T client.Object](b *build) error {
@@ -228,12 +242,12 @@ func checkInformer[T client.Object](b *build) error {
 	if c == nil {
 		return fmt.Errorf("builder: informer of %v: the manager has no API server config: %w", reflect.TypeFor[T](), b.mgr.ConfigError())
 	}
-	return client.CheckInformer[T](c, b.scopes[reflect.TypeFor[T]()])
+	return client.CheckInformer[T](c, b.scopes[reflect.TypeFor[T]()], b.informerOpts[reflect.TypeFor[T]()]...)
 }
 
 // informer returns the manager's informer of T with the build's scope.
 func informer[T client.Object](b *build) (*cache.Informer[T], error) {
-	return client.InformerFor[T](b.mgr.Client(), b.scopes[reflect.TypeFor[T]()])
+	return client.InformerFor[T](b.mgr.Client(), b.scopes[reflect.TypeFor[T]()], b.informerOpts[reflect.TypeFor[T]()]...)
 }
 
 type forT[T client.Object] struct{ preds []Predicate[T] }

@@ -20,6 +20,14 @@
 //     bytes before decoding (Options.FullDecode turns it off). After the
 //     transform, strings and small maps that repeat across objects are
 //     shared through a bounded per-informer interner (Options.NoIntern).
+//     LeanSerializer and LeanRESTSource give other REST clients (the client
+//     package's) the same cut.
+//   - Compact mode (Options.Compact, opt-in): objects are kept encoded
+//     (Codec: protobuf for k8s.io/api types, JSON otherwise) with key,
+//     resourceVersion, labels and index values extracted at insert, so key
+//     handlers, indexes and selectors never decode; every read decodes a
+//     fresh object the caller owns. Several times less memory per object,
+//     a decode per read.
 //   - Reflector behind ListerWatcher (the only I/O): streaming watch-list
 //     (sendInitialEvents, ended by the k8s.io/initial-events-end bookmark),
 //     falling back to paginated lists (PageSize, default 500) when the

@@ -22,11 +22,25 @@ func namespaceOf[T Object](obj T) []string { return []string{obj.GetNamespace()}
 
 type index[T Object] struct {
 	fn     IndexFunc[T]
+	pos    int                               // position in Store.custom; -1 for NamespaceIndex
 	values map[string]map[ObjectKey]struct{} // index value -> keys
 }
 
-func (ix *index[T]) add(key ObjectKey, obj T) {
-	for _, v := range ix.fn(obj) {
+// indexValues returns the values of e (stored under key) in ix: computed
+// from the object, or in a compact store as extracted when it was stored.
+func (s *Store[T]) indexValues(ix *index[T], key ObjectKey, e *entry[T]) []string {
+	switch {
+	case e.p == nil:
+		return ix.fn(e.obj)
+	case ix.pos < 0:
+		return []string{key.Namespace}
+	default:
+		return e.p.idx[ix.pos]
+	}
+}
+
+func (ix *index[T]) add(key ObjectKey, vals []string) {
+	for _, v := range vals {
 		set := ix.values[v]
 		if set == nil {
 			set = map[ObjectKey]struct{}{}
@@ -36,8 +50,8 @@ func (ix *index[T]) add(key ObjectKey, obj T) {
 	}
 }
 
-func (ix *index[T]) remove(key ObjectKey, obj T) {
-	for _, v := range ix.fn(obj) {
+func (ix *index[T]) remove(key ObjectKey, vals []string) {
+	for _, v := range vals {
 		set := ix.values[v]
 		delete(set, key)
 		if len(set) == 0 {
@@ -47,8 +61,13 @@ func (ix *index[T]) remove(key ObjectKey, obj T) {
 }
 
 // ByIndex returns the objects whose index values include value. It panics if
-// no index is named name (a programming error).
+// no index is named name (a programming error). A compact store leaves out
+// (and reports) objects it cannot decode; LoadByIndex returns the error.
 func (s *Store[T]) ByIndex(name, value string) []T {
+	if s.codec != nil {
+		out, _ := s.LoadByIndex(name, value)
+		return out
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ix, ok := s.indexes[name]

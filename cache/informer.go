@@ -55,7 +55,7 @@ func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 	if log == nil {
 		log = slog.Default()
 	}
-	store, writer := NewStore(StoreOptions[T]{Indexes: o.Indexes})
+	store, writer := NewStore(storeOptions(o, log.With("informer", name)))
 	inf := &Informer[T]{
 		name:     name,
 		store:    store,
@@ -205,17 +205,8 @@ func (l Lister[T]) List(sel labels.Selector) []T { return l.s.List(sel) }
 
 // ListInNamespace returns the objects of namespace matching sel (nil: all).
 func (l Lister[T]) ListInNamespace(namespace string, sel labels.Selector) []T {
-	objs := l.s.ByIndex(NamespaceIndex, namespace)
-	if sel == nil || sel.Empty() {
-		return objs
-	}
-	kept := objs[:0]
-	for _, o := range objs {
-		if sel.Matches(labels.Set(o.GetLabels())) {
-			kept = append(kept, o)
-		}
-	}
-	return kept
+	objs, _ := l.s.loadByIndex(NamespaceIndex, namespace, sel)
+	return objs
 }
 
 // ByIndex returns the objects with value in index name.

@@ -2,13 +2,14 @@ package cache
 
 // leanSource returns src and o as an informer uses them: src marked for
 // lean decoding (see leanLW) when o keeps the default transform and does
-// not ask for FullDecode, and, unless o.NoIntern, o's transform (default
-// DefaultTransform) followed by interning the object's strings and maps.
+// not ask for FullDecode, and, unless o.NoIntern or o.Compact, o's
+// transform (default DefaultTransform) followed by interning the object's
+// strings and maps.
 func leanSource[T Object](src Source[T], o Options[T]) (Source[T], Options[T]) {
 	if o.Transform == nil && !o.FullDecode && src.LW != nil {
 		src.LW = leanLW{src.LW}
 	}
-	if !o.NoIntern {
+	if !o.NoIntern && !o.Compact { // a compact store interns what it keeps decoded
 		in, transform := newInterner(), o.Transform
 		if transform == nil {
 			transform = DefaultTransform[T]

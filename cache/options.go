@@ -60,6 +60,24 @@ type Options[T Object] struct {
 	// shared maps, writing into one would change others too.
 	NoIntern bool
 
+	// Compact keeps each cached object encoded (CompactCodec) instead of
+	// decoded, with its key, resourceVersion, labels and index values
+	// extracted once when it is stored: key handlers, indexes and label
+	// selectors work without a decode, and Get, List and ByIndex decode a
+	// fresh object on every call, which the caller owns. Event handlers get
+	// the object decoded from the watch as New and, for updates and
+	// deletes, one decoded from the cache as Old. A cached pod then costs
+	// about its stripped protobuf size (~2–3 KB) instead of its Go
+	// structure (~8 KB interned), and each read costs a decode (~10–40 µs
+	// per pod; bench/README.md, I2c). Transform still runs before the
+	// object is encoded; interning applies to namespaces, labels and index
+	// values only. Default false.
+	Compact bool
+
+	// CompactCodec encodes objects of a compact informer. Default
+	// DefaultCodec[T]: protobuf for k8s.io/api types, JSON otherwise.
+	CompactCodec Codec[T]
+
 	// Indexes are extra named indexes; NamespaceIndex is always there.
 	Indexes map[string]IndexFunc[T]
 

@@ -88,10 +88,24 @@ type StoreOptions[T Object] struct {
 	// Indexes are named index funcs maintained on every write, in addition
 	// to the built-in NamespaceIndex. Default: none.
 	Indexes map[string]IndexFunc[T]
+
+	// Codec, if non-nil, makes the store compact: it keeps each object
+	// encoded by Codec, with its key, resourceVersion, labels and index
+	// values extracted when it is stored, and decodes a fresh object on
+	// every read (see compact.go). Default nil: objects are kept as
+	// handed in.
+	Codec Codec[T]
+
+	// OnCodecError, if set, is called when a compact store cannot encode an
+	// object (it then keeps that object as is) or decode one on a read
+	// (Get, List and ByIndex then leave it out; Load, LoadList and
+	// LoadByIndex also return the error). Default nil.
+	OnCodecError func(key ObjectKey, err error)
 }
 
 type entry[T Object] struct {
-	obj  T
+	obj  T             // the object; the zero value when p holds it
+	p    *packed       // compact stores: the encoded object, nil if encoding failed
 	seen atomic.Uint64 // the replace generation that last saw this key
 }
 
@@ -100,7 +114,9 @@ type entry[T Object] struct {
 //
 // Ownership: objects handed in belong to the Store from then on; objects
 // handed out (Get, List, ByIndex, Change) are shared by every reader and must
-// be treated as read-only. Copy (DeepCopy) before modifying one.
+// be treated as read-only. Copy (DeepCopy) before modifying one. A compact
+// store (StoreOptions.Codec) is the exception: it hands out a freshly
+// decoded object on every read, which the caller owns (see Compact).
 //
 // Concurrency: all methods are safe for concurrent use. Readers take a read
 // lock only for as long as it takes to copy pointers out; writers take the
@@ -112,6 +128,12 @@ type Store[T Object] struct {
 	indexes map[string]*index[T]
 	rv      string
 	gen     atomic.Uint64 // replace generation
+
+	// Compact stores only (codec non-nil); set at construction.
+	codec      Codec[T]
+	onCodecErr func(ObjectKey, error)
+	custom     []*index[T] // the custom indexes, in packed.idx order
+	in         *interner   // namespaces, labels and index values
 }
 
 // Writer is the one handle that changes a Store. NewStore returns both;
@@ -126,26 +148,53 @@ func NewStore[T Object](o StoreOptions[T]) (*Store[T], *Writer[T]) {
 }
 
 func newStore[T Object](o StoreOptions[T]) *Store[T] {
-	s := &Store[T]{items: map[ObjectKey]*entry[T]{}, indexes: map[string]*index[T]{}}
-	s.indexes[NamespaceIndex] = &index[T]{fn: namespaceOf[T], values: map[string]map[ObjectKey]struct{}{}}
+	s := &Store[T]{items: map[ObjectKey]*entry[T]{}, indexes: map[string]*index[T]{}, codec: o.Codec, onCodecErr: o.OnCodecError}
+	s.indexes[NamespaceIndex] = &index[T]{fn: namespaceOf[T], pos: -1, values: map[string]map[ObjectKey]struct{}{}}
 	for name, fn := range o.Indexes {
 		if name == NamespaceIndex {
 			panic("cache: index name " + NamespaceIndex + " is built in")
 		}
-		s.indexes[name] = &index[T]{fn: fn, values: map[string]map[ObjectKey]struct{}{}}
+		ix := &index[T]{fn: fn, pos: len(s.custom), values: map[string]map[ObjectKey]struct{}{}}
+		s.indexes[name] = ix
+		s.custom = append(s.custom, ix)
+	}
+	if s.codec != nil {
+		s.in = newInterner()
 	}
 	return s
 }
 
-// Get returns the object stored under key.
+// Compact reports whether the store is compact (StoreOptions.Codec): then
+// every object it hands out is a fresh decode that the caller owns and may
+// change, and each read costs a decode.
+func (s *Store[T]) Compact() bool { return s.codec != nil }
+
+// Get returns the object stored under key. In a compact store an object
+// that cannot be decoded reads as absent (and is reported to
+// StoreOptions.OnCodecError); Load returns the error.
 func (s *Store[T]) Get(key ObjectKey) (T, bool) {
+	t, ok, err := s.Load(key)
+	return t, ok && err == nil
+}
+
+// Load is Get that also returns the error of a compact store's decode.
+func (s *Store[T]) Load(key ObjectKey) (T, bool, error) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if e, ok := s.items[key]; ok {
-		return e.obj, true
+	e, ok := s.items[key]
+	var obj T
+	var p *packed
+	if ok {
+		obj, p = e.obj, e.p
 	}
-	var zero T
-	return zero, false
+	s.mu.RUnlock()
+	if p == nil {
+		if ok && s.codec != nil {
+			obj = ownCopy(obj) // kept decoded: it could not be encoded
+		}
+		return obj, ok, nil
+	}
+	t, err := s.unpack(key, p)
+	return t, true, err
 }
 
 // Len returns the number of stored objects.
@@ -171,8 +220,13 @@ func (w *Writer[T]) SetResourceVersion(rv string) {
 }
 
 // List returns the objects whose labels match sel, in no particular order.
-// A nil selector matches everything.
+// A nil selector matches everything. A compact store matches labels before
+// it decodes, and leaves out (and reports) objects it cannot decode.
 func (s *Store[T]) List(sel labels.Selector) []T {
+	if s.codec != nil {
+		out, _ := s.LoadList(sel)
+		return out
+	}
 	s.mu.RLock()
 	out := make([]T, 0, len(s.items))
 	for _, e := range s.items {
@@ -208,35 +262,75 @@ func (s *Store[T]) Keys() []ObjectKey {
 // non-empty resourceVersion is already there.
 func (w *Writer[T]) Upsert(obj T) (old T, existed, changed bool) {
 	s := w.s
-	key := KeyOf(obj)
+	key, p := s.prepare(obj)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.upsertLocked(key, obj)
+	return s.upsertLocked(key, obj, p)
 }
 
-func (s *Store[T]) upsertLocked(key ObjectKey, obj T) (old T, existed, changed bool) {
+func (s *Store[T]) upsertLocked(key ObjectKey, obj T, p *packed) (old T, existed, changed bool) {
 	e, existed := s.items[key]
 	if existed {
-		old = e.obj
-		if rv := obj.GetResourceVersion(); rv != "" && rv == old.GetResourceVersion() {
+		old = s.objOfLocked(key, e)
+		if rv := obj.GetResourceVersion(); rv != "" && rv == e.rv() {
 			return old, true, false
 		}
 		for _, ix := range s.indexes {
-			ix.remove(key, old)
+			ix.remove(key, s.indexValues(ix, key, e))
 		}
-		e.obj = obj
 	} else {
-		e = &entry[T]{obj: obj}
+		e = &entry[T]{}
 		e.seen.Store(s.gen.Load())
 		s.items[key] = e
 	}
+	e.obj, e.p = obj, p
+	if p != nil {
+		var zero T
+		e.obj = zero
+	}
 	for _, ix := range s.indexes {
-		ix.add(key, obj)
+		ix.add(key, s.indexValues(ix, key, e))
 	}
 	return old, existed, true
 }
 
-// Delete removes key and returns the object it held.
+// rv returns the resourceVersion of e's object.
+func (e *entry[T]) rv() string {
+	if e.p != nil {
+		return e.p.rv
+	}
+	return e.obj.GetResourceVersion()
+}
+
+// objOfLocked returns e's object, decoded in a compact store (the zero value,
+// reported, if that fails).
+func (s *Store[T]) objOfLocked(key ObjectKey, e *entry[T]) T {
+	if e.p == nil {
+		return e.obj
+	}
+	t, _ := s.unpack(key, e.p)
+	return t
+}
+
+// prepare returns the key of obj and, in a compact store, its packed form
+// (nil, reported, if it cannot be encoded: the store then keeps obj).
+func (s *Store[T]) prepare(obj T) (ObjectKey, *packed) {
+	key := KeyOf(obj)
+	if s.codec == nil {
+		return key, nil
+	}
+	s.in.mu.Lock()
+	key.Namespace = s.in.s(key.Namespace)
+	s.in.mu.Unlock()
+	p, err := s.pack(key, obj)
+	if err != nil && s.onCodecErr != nil {
+		s.onCodecErr(key, err)
+	}
+	return key, p
+}
+
+// Delete removes key and returns the object it held (in a compact store,
+// decoded from its bytes).
 func (w *Writer[T]) Delete(key ObjectKey) (T, bool) {
 	s := w.s
 	s.mu.Lock()
@@ -252,9 +346,9 @@ func (s *Store[T]) deleteLocked(key ObjectKey) (T, bool) {
 	}
 	delete(s.items, key)
 	for _, ix := range s.indexes {
-		ix.remove(key, e.obj)
+		ix.remove(key, s.indexValues(ix, key, e))
 	}
-	return e.obj, true
+	return s.objOfLocked(key, e), true
 }
 
 // Replace makes objs the store's whole content at resourceVersion rv, in one
@@ -280,7 +374,7 @@ func (w *Writer[T]) Replace(objs []T, rv string) []Change[T] {
 // by Upsert or Delete while it is open (the informer's single writer
 // guarantees both). A session that is abandoned without Finish has no effect.
 func (w *Writer[T]) BeginReplace() *ReplaceSession[T] {
-	return &ReplaceSession[T]{s: w.s, gen: w.s.gen.Add(1), pending: map[ObjectKey]T{}}
+	return &ReplaceSession[T]{s: w.s, gen: w.s.gen.Add(1), pending: map[ObjectKey]pendingObj[T]{}}
 }
 
 // ReplaceSession is an open streaming replace; see Store.BeginReplace. It is
@@ -288,8 +382,15 @@ func (w *Writer[T]) BeginReplace() *ReplaceSession[T] {
 type ReplaceSession[T Object] struct {
 	s       *Store[T]
 	gen     uint64
-	pending map[ObjectKey]T
+	pending map[ObjectKey]pendingObj[T]
 	n       int
+}
+
+// pendingObj is an object of a replace session and, in a compact store, its
+// packed form (built at Put, outside the store's lock).
+type pendingObj[T Object] struct {
+	obj T
+	p   *packed
 }
 
 // Put records obj as part of the new listing. A later Put of the same key
@@ -302,14 +403,15 @@ func (r *ReplaceSession[T]) Put(obj T) {
 	var oldRV string
 	if ok {
 		e.seen.Store(r.gen)
-		oldRV = e.obj.GetResourceVersion()
+		oldRV = e.rv()
 	}
 	r.s.mu.RUnlock()
 	if ok && oldRV == obj.GetResourceVersion() && oldRV != "" {
 		delete(r.pending, key)
 		return
 	}
-	r.pending[key] = obj
+	key, p := r.s.prepare(obj)
+	r.pending[key] = pendingObj[T]{obj: obj, p: p}
 }
 
 // Len returns how many objects were Put so far.
@@ -333,14 +435,14 @@ func (r *ReplaceSession[T]) Finish(rv string) []Change[T] {
 		var zero T
 		changes = append(changes, Change[T]{Type: Deleted, Key: key, Old: old, New: zero})
 	}
-	for key, obj := range r.pending {
-		old, existed, changed := s.upsertLocked(key, obj)
+	for key, po := range r.pending {
+		old, existed, changed := s.upsertLocked(key, po.obj, po.p)
 		s.items[key].seen.Store(r.gen)
 		switch {
 		case !existed:
-			changes = append(changes, Change[T]{Type: Added, Key: key, New: obj})
+			changes = append(changes, Change[T]{Type: Added, Key: key, New: po.obj})
 		case changed:
-			changes = append(changes, Change[T]{Type: Updated, Key: key, Old: old, New: obj})
+			changes = append(changes, Change[T]{Type: Updated, Key: key, Old: old, New: po.obj})
 		}
 	}
 	s.rv = rv

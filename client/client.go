@@ -140,6 +140,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	rest      map[schema.GroupVersion]*rest.RESTClient
+	leanRest  map[reflect.Type]*rest.RESTClient // nil value: the type has no lean decoder
 	informers map[reflect.Type]typedInformer
 	resetAt   time.Time
 }
@@ -148,6 +149,7 @@ type Client struct {
 type typedInformer struct {
 	inf   any // *cache.Informer[T]
 	scope cache.Scope
+	opts  informerOptions
 	m     *mapping
 	rv    func() string    // the informer's latest applied resourceVersion
 	part  *cache.Partition // non-nil: the informer holds only this partition
@@ -195,7 +197,8 @@ func New(cfg *rest.Config, o Options) (*Client, error) {
 		cfg: cfg, http: hc, scheme: o.Scheme, codecs: serializer.NewCodecFactory(o.Scheme),
 		mapper: o.Mapper, factory: o.Factory, imet: o.InformerMetrics,
 		track: newTracker(o.UncomparableWindow, o.Now),
-		rest:  map[schema.GroupVersion]*rest.RESTClient{}, informers: map[reflect.Type]typedInformer{},
+		rest:  map[schema.GroupVersion]*rest.RESTClient{}, leanRest: map[reflect.Type]*rest.RESTClient{},
+		informers: map[reflect.Type]typedInformer{},
 	}
 	if c.mapper == nil {
 		dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
@@ -283,6 +286,16 @@ func (c *Client) restClient(gv schema.GroupVersion) (*rest.RESTClient, error) {
 	if rc, ok := c.rest[gv]; ok {
 		return rc, nil
 	}
+	rc, err := rest.RESTClientForConfigAndClient(c.restConfig(gv), c.http)
+	if err != nil {
+		return nil, fmt.Errorf("client: REST client for %v: %w", gv, err)
+	}
+	c.rest[gv] = rc
+	return rc, nil
+}
+
+// restConfig is the configuration of gv's REST clients.
+func (c *Client) restConfig(gv schema.GroupVersion) *rest.Config {
 	cfg := rest.CopyConfig(c.cfg)
 	cfg.GroupVersion = &gv
 	cfg.APIPath = "/apis"
@@ -297,12 +310,7 @@ func (c *Client) restClient(gv schema.GroupVersion) (*rest.RESTClient, error) {
 		cfg.ContentType = runtime.ContentTypeJSON
 		cfg.AcceptContentTypes = runtime.ContentTypeJSON
 	}
-	rc, err := rest.RESTClientForConfigAndClient(cfg, c.http)
-	if err != nil {
-		return nil, fmt.Errorf("client: REST client for %v: %w", gv, err)
-	}
-	c.rest[gv] = rc
-	return rc, nil
+	return cfg
 }
 
 // builtIn reports whether gv is served by Kubernetes itself (and so speaks

@@ -11,5 +11,5 @@ import "github.com/skiffkit/skiff/cache"
 // (no streaming watch-list), which a Partition needs to know when its list
 // is stored.
 func PartitionedInformerFor[T Object](c *Client, scope cache.Scope, p *cache.Partition) (*cache.Informer[T], error) {
-	return informerFor[T](c, scope, p)
+	return informerFor[T](c, scope, p, informerOptions{})
 }

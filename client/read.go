@@ -21,18 +21,18 @@ type ObjectKey = cache.ObjectKey
 // KeyOf returns obj's key.
 func KeyOf(obj Object) ObjectKey { return cache.KeyOf(obj) }
 
-// CheckInformer reports whether InformerFor[T](c, scope) would succeed,
-// without creating anything: T is registered, the server serves it, the
-// scope fits its scope, and no informer of T with another scope exists.
-// It may call discovery.
-func CheckInformer[T Object](c *Client, scope cache.Scope) error {
-	_, _, err := checkInformer[T](c, scope)
+// CheckInformer reports whether InformerFor[T](c, scope, opts...) would
+// succeed, without creating anything: T is registered, the server serves
+// it, the scope fits its scope, and no informer of T with another scope or
+// other options exists. It may call discovery.
+func CheckInformer[T Object](c *Client, scope cache.Scope, opts ...InformerOption) error {
+	_, _, err := checkInformer[T](c, scope, informerOptionsOf(opts))
 	return err
 }
 
 // checkInformer is CheckInformer returning the existing informer of T (nil
 // if none yet) or, when there is none, T's mapping.
-func checkInformer[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], *mapping, error) {
+func checkInformer[T Object](c *Client, scope cache.Scope, io informerOptions) (*cache.Informer[T], *mapping, error) {
 	typ := reflect.TypeFor[T]()
 	c.mu.Lock()
 	have, ok := c.informers[typ]
@@ -40,6 +40,9 @@ func checkInformer[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], 
 	if ok {
 		if have.scope != scope {
 			return nil, nil, fmt.Errorf("client: the informer for %v already watches %v; cannot also watch %v (one cache per type; build another with cache.InformerFor)", typ, have.scope, scope)
+		}
+		if have.opts != io {
+			return nil, nil, fmt.Errorf("client: the informer for %v already exists with %v; cannot also have %v (one cache per type)", typ, have.opts, io)
 		}
 		return have.inf.(*cache.Informer[T]), have.m, nil
 	}
@@ -66,14 +69,21 @@ func (c *Client) IsNamespaced(obj Object) (bool, error) {
 // InformerFor returns the client's informer for T, creating it (in the
 // client's Factory, with the client's informer metrics) on first use; Get
 // and List of T are then served from it. There is one such informer per Go
-// type: asking again with the same scope returns it, with another scope is
-// an error. An informer created while the factory runs starts at once.
-func InformerFor[T Object](c *Client, scope cache.Scope) (*cache.Informer[T], error) {
-	return informerFor[T](c, scope, nil)
+// type: asking again with the same scope and options returns it, with
+// another scope or options is an error. An informer created while the
+// factory runs starts at once.
+//
+// The informer has cache.Options' defaults: DefaultTransform, with
+// managedFields and the last-applied annotation cut out of the protobuf of
+// built-in types before decoding (custom resources: out of the JSON, decoded
+// straight into T), and interning. CompactCache makes it compact
+// (cache.Options.Compact).
+func InformerFor[T Object](c *Client, scope cache.Scope, opts ...InformerOption) (*cache.Informer[T], error) {
+	return informerFor[T](c, scope, nil, informerOptionsOf(opts))
 }
 
-func informerFor[T Object](c *Client, scope cache.Scope, part *cache.Partition) (*cache.Informer[T], error) {
-	have, m, err := checkInformer[T](c, scope)
+func informerFor[T Object](c *Client, scope cache.Scope, part *cache.Partition, io informerOptions) (*cache.Informer[T], error) {
+	have, m, err := checkInformer[T](c, scope, io)
 	if err != nil {
 		return nil, err
 	}
@@ -87,9 +97,9 @@ func informerFor[T Object](c *Client, scope cache.Scope, part *cache.Partition) 
 		return have, nil
 	}
 	typ := reflect.TypeFor[T]()
-	src := cache.RESTSource[T](m.rc, m.gvr, scope)
-	if !builtIn(m.gvk.GroupVersion()) {
-		src = cache.CustomSource[T](m.rc, m.gvr, scope) // custom resources: wire bytes straight into T
+	src, err := informerSource[T](c, m, scope)
+	if err != nil {
+		return nil, err
 	}
 	name := src.Resource
 	var parts []string
@@ -104,7 +114,7 @@ func informerFor[T Object](c *Client, scope cache.Scope, part *cache.Partition) 
 	if len(parts) > 0 {
 		name += " (" + strings.Join(parts, ", ") + ")"
 	}
-	o := cache.Options[T]{Name: name, Metrics: c.imet}
+	o := cache.Options[T]{Name: name, Metrics: c.imet, Compact: io.compact}
 	if part != nil {
 		src = cache.PartitionSource(src, part)
 		o.WatchList = cache.WatchListOff
@@ -118,7 +128,7 @@ func informerFor[T Object](c *Client, scope cache.Scope, part *cache.Partition) 
 		}
 		return have.inf.(*cache.Informer[T]), nil
 	}
-	c.informers[typ] = typedInformer{inf: inf, scope: scope, m: m, rv: inf.Store().ResourceVersion, part: part}
+	c.informers[typ] = typedInformer{inf: inf, scope: scope, opts: io, m: m, rv: inf.Store().ResourceVersion, part: part}
 	return inf, nil
 }
 
@@ -167,7 +177,10 @@ func Get[T Object](ctx context.Context, c *Client, key ObjectKey) (T, error) {
 		return zero, fmt.Errorf("client: get %s %s: %w", m.gvk.Kind, key, err)
 	}
 	typ := reflect.TypeFor[T]()
-	obj, ok := inf.Lister().Get(key.Namespace, key.Name)
+	obj, ok, err := inf.Lister().Load(key.Namespace, key.Name)
+	if err != nil {
+		return zero, fmt.Errorf("client: get %s %s from the cache: %w", m.gvk.Kind, key, err)
+	}
 	cachedRV := ""
 	if ok {
 		cachedRV = obj.GetResourceVersion()
@@ -181,7 +194,16 @@ func Get[T Object](ctx context.Context, c *Client, key ObjectKey) (T, error) {
 	if !ok {
 		return zero, apierrors.NewNotFound(m.groupResource(), key.Name)
 	}
-	return obj.DeepCopyObject().(T), nil
+	return ownCopy(inf, obj), nil
+}
+
+// ownCopy returns obj, read from inf, as the caller's own: a compact
+// informer's reads already are fresh decodes; others are copied.
+func ownCopy[T Object](inf *cache.Informer[T], obj T) T {
+	if inf.Lister().Compact() {
+		return obj
+	}
+	return obj.DeepCopyObject().(T)
 }
 
 // ListOption narrows a List: InNamespace, MatchingLabels or
@@ -226,10 +248,14 @@ func List[T Object](ctx context.Context, c *Client, opts ...ListOption) ([]T, er
 		return nil, fmt.Errorf("client: list %s: %w", m.gvk.Kind, err)
 	}
 	var objs []T
+	var err error
 	if o.namespace != "" {
-		objs = inf.Lister().ListInNamespace(o.namespace, o.selector)
+		objs, err = inf.Lister().LoadListInNamespace(o.namespace, o.selector)
 	} else {
-		objs = inf.Lister().List(o.selector)
+		objs, err = inf.Lister().LoadList(o.selector)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: list %s from the cache: %w", m.gvk.Kind, err)
 	}
 	typ := reflect.TypeFor[T]()
 	informerRV := inf.Store().ResourceVersion()
@@ -244,7 +270,7 @@ func List[T Object](ctx context.Context, c *Client, opts ...ListOption) ([]T, er
 				out = append(out, t.DeepCopyObject().(T))
 			}
 		case useCache:
-			out = append(out, obj.DeepCopyObject().(T))
+			out = append(out, ownCopy(inf, obj))
 		}
 	}
 	// Objects this client wrote that the listing above did not hold: not in
@@ -321,3 +347,37 @@ func IgnoreNotFound(err error) error {
 	}
 	return err
 }
+
+// InformerOption changes the client's informer of a type (InformerFor,
+// CheckInformer). Every informer of a type must be asked for with the same
+// options.
+type InformerOption interface{ applyInformer(*informerOptions) }
+
+type informerOptions struct{ compact bool }
+
+func (o informerOptions) String() string {
+	if o.compact {
+		return "a compact cache"
+	}
+	return "a full cache"
+}
+
+func informerOptionsOf(opts []InformerOption) informerOptions {
+	var o informerOptions
+	for _, opt := range opts {
+		opt.applyInformer(&o)
+	}
+	return o
+}
+
+type compactCache struct{}
+
+func (compactCache) applyInformer(o *informerOptions) { o.compact = true }
+
+// CompactCache makes the informer compact (cache.Options.Compact): it keeps
+// each object as its stripped protobuf (JSON for custom resources), several
+// times smaller than the decoded object, and decodes on every Get and List
+// (which then skip the deep copy: the decode is the caller's copy). For
+// large caches read rarely; a controller that reads every object it
+// reconciles pays one decode per read. Default: not compact.
+var CompactCache InformerOption = compactCache{}

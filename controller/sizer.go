@@ -24,8 +24,12 @@ type Sample struct {
 //   - After a growth step, if the larger pool was saturated with work still
 //     waiting and yet throughput (Completed/Interval) did not rise by at
 //     least 5%, the extra workers were not helping (CPU- or server-bound
-//     work): step back to the previous size and hold for HoldIntervals
-//     intervals before trying to grow again. A pool that was not saturated
+//     work): step back and hold for HoldIntervals intervals before trying
+//     to grow again. A doubling steps back to the previous size; a larger
+//     jump (one worker to a backlog of hundreds) steps back only halfway,
+//     so one noisy interval while the API server is busy with someone
+//     else's load does not drop a pool to a single worker with the backlog
+//     still queued (seen in skiff demo: ~2 s at one worker, ~1900 queued). A pool that was not saturated
 //     after growing says nothing about the growth, so it is not judged.
 //   - Shrink when nothing is waiting and fewer than half the workers are
 //     busy: to 125% of the busy count (rounded up), never below Min.
@@ -61,6 +65,9 @@ func (s *Sizer) Next(x Sample) int {
 				holdFor = 5
 			}
 			s.hold = holdFor
+			if back := (from + w) / 2; w > 2*from {
+				return clamp(back)
+			}
 			return clamp(from)
 		}
 	}

@@ -20,13 +20,10 @@ const MaxSize = 100
 // Validate is the validating webhook's handler: it refuses a Foo whose
 // spec.size is negative or above MaxSize, saying which and why.
 func Validate(_ context.Context, req webhook.Request[*Foo]) webhook.Response {
-	size := req.Object.Spec.Size
-	switch {
-	case size == nil:
-		return webhook.Allow()
-	case *size < 0:
+	switch size := req.Object.Spec.Size; {
+	case size != nil && *size < 0:
 		return webhook.Deny(fmt.Sprintf("spec.size %d is negative; a Foo's size is 0 to %d", *size, MaxSize))
-	case *size > MaxSize:
+	case size != nil && *size > MaxSize:
 		return webhook.Deny(fmt.Sprintf("spec.size %d is above the maximum %d", *size, MaxSize))
 	}
 	return webhook.Allow()
@@ -35,7 +32,7 @@ func Validate(_ context.Context, req webhook.Request[*Foo]) webhook.Response {
 // Default is the mutating webhook's handler: it sets spec.size to
 // DefaultSize when the Foo has none.
 func Default(_ context.Context, req webhook.Request[*Foo]) webhook.Response {
-	if req.Object.Spec.Size == nil {
+	if req.Object.Spec.Size == nil { // req.Object is the handler's copy; Skiff sends the JSON patch
 		size := int32(DefaultSize)
 		req.Object.Spec.Size = &size
 	}

@@ -106,9 +106,11 @@ type Options struct {
 // Add creates a webhook server whose certificate lives in a Secret and adds
 // it, the Secret and a health check to mgr (see the package doc). Register
 // webhooks and Handle other handlers on the returned server before
-// mgr.Start. The manager's identity needs, besides what cert.SecretOptions
-// lists, patch (apply) on ValidatingWebhookConfigurations and
-// MutatingWebhookConfigurations unless NoApply.
+// mgr.Start. The manager's identity needs get, list, watch, create and
+// update on Secrets in the Secret's namespace, and get, list, watch and
+// patch (the injector's patch and, unless NoApply, the apply) on the two
+// configurations. A refused apply stops the "webhook-<Name>" runnable, and
+// so the manager, with the API server's reason.
 func Add(mgr *manager.Manager, o Options) (*webhook.Server, error) {
 	c := mgr.Client()
 	if c == nil {

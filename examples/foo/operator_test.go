@@ -2,8 +2,10 @@ package foo_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -32,8 +34,22 @@ var env *testenv.Env
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// webhookAddr is where TestWebhooks serves the Foo webhooks and an audit
+// receiver: the control plane's audit webhook backend is pointed at
+// https://<webhookAddr>/audit before it starts (a loopback address, so
+// without a CA bundle; batches sent while nothing listens are dropped).
+var webhookAddr string
+
 func TestMain(m *testing.M) {
-	os.Exit(testenv.RunTests(m, testenv.Options{}, func(e *testenv.Env) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reserve a port for the webhook server:", err)
+		os.Exit(1)
+	}
+	webhookAddr = ln.Addr().String()
+	ln.Close()
+	audit := &testenv.AuditOptions{URL: "https://" + webhookAddr + "/audit"}
+	os.Exit(testenv.RunTests(m, testenv.Options{Audit: audit}, func(e *testenv.Env) error {
 		env = e
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

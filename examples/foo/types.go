@@ -30,6 +30,11 @@ type FooSpec struct {
 	Message string `json:"message"`
 	// Fail makes every reconcile fail (to show retries and dead letters).
 	Fail bool `json:"fail,omitempty"`
+	// Size is how big the Foo is, 0 to MaxSize. The webhooks (Webhooks)
+	// default it to DefaultSize and refuse a value out of range; the CRD
+	// schema does not bound it, so that the refusal and its reason come
+	// from the validating webhook. The reconciler does not use it.
+	Size *int32 `json:"size,omitempty"`
 }
 
 // FooStatus is what the operator last did.
@@ -53,6 +58,10 @@ type FooList struct {
 func (f *Foo) DeepCopyInto(out *Foo) {
 	*out = *f
 	f.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	if f.Spec.Size != nil {
+		size := *f.Spec.Size
+		out.Spec.Size = &size
+	}
 	if f.Status.Conditions != nil {
 		out.Status.Conditions = make([]metav1.Condition, len(f.Status.Conditions))
 		for i := range f.Status.Conditions {

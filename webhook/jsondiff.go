@@ -268,13 +268,22 @@ func valueEnd(b []byte, i int) int {
 // stringEnd is the index just past the string that starts at b[i] == '"',
 // or -1.
 func stringEnd(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
+	for j := i + 1; j < len(b); {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			return -1
+		}
+		j += q
+		// The quote ends the string unless an odd number of backslashes
+		// escapes it.
+		n := 0
+		for k := j - 1; k > i && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
 			return j + 1
 		}
+		j++
 	}
 	return -1
 }
@@ -300,7 +309,9 @@ func trimWS(b []byte) []byte {
 func escapePointer(key []byte) string {
 	s := string(key)
 	if strings.ContainsAny(s, "~/") {
-		s = strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+		s = pointerEscaper.Replace(s)
 	}
 	return s
 }
+
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

@@ -63,6 +63,7 @@ func TestDiffJSON(t *testing.T) {
 		{"empty containers", `{"a":{},"b":[]}`, `{"a":{"x":1},"b":[{}]}`, ``},
 		{"escaped key falls back", `{"a\u0062":1,"c":1}`, `{"ab":1,"c":2}`, `[{"value":2,"op":"replace","path":"/c"}]`},
 		{"duplicate key falls back", `{"a":1,"a":2}`, `{"a":3}`, ``},
+		{"escaped quotes", `{"a":"x\"y\\","b":{"c":"\\\"}"}}`, `{"a":"x\"y\\","b":{"c":"\\\"}","d":1}}`, `[{"value":1,"op":"add","path":"/b/d"}]`},
 		{"large object", bigObject(40, ""), bigObject(40, "k7"), ``},
 	} {
 		t.Run(c.name, func(t *testing.T) {

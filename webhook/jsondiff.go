@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -24,14 +25,18 @@ import (
 // with an escape, a key that is not UTF-8 or a duplicate key. Its patch
 // has the same effect as jsondiff.CompareJSON's (the tests check this).
 func diffJSON(src, tgt []byte) (jsondiff.Patch, error) {
-	var d differ
-	if d.diff("", trimWS(src), trimWS(tgt)) {
+	s, t := trimWS(src), trimWS(tgt)
+	d := differ{src: newStructIndex(s), tgt: newStructIndex(t)}
+	if d.src != nil && d.tgt != nil && d.diff("", s, t) {
 		return d.ops, nil
 	}
 	return jsondiff.CompareJSON(src, tgt)
 }
 
-type differ struct{ ops jsondiff.Patch }
+type differ struct {
+	src, tgt *structIndex
+	ops      jsondiff.Patch
+}
 
 // diff appends the operations that turn src into tgt at the JSON pointer
 // path; false if it cannot tell (the caller falls back to jsondiff).
@@ -44,8 +49,8 @@ func (d *differ) diff(path string, src, tgt []byte) bool {
 	}
 	switch {
 	case src[0] == '{' && tgt[0] == '{':
-		sm, ok1 := members(src)
-		tm, ok2 := members(tgt)
+		sm, ok1 := d.src.members(src)
+		tm, ok2 := d.tgt.members(tgt)
 		if !ok1 || !ok2 {
 			return false
 		}
@@ -72,8 +77,8 @@ func (d *differ) diff(path string, src, tgt []byte) bool {
 		}
 		return true
 	case src[0] == '[' && tgt[0] == '[':
-		se, ok1 := elements(src)
-		te, ok2 := elements(tgt)
+		se, ok1 := d.src.elements(src)
+		te, ok2 := d.tgt.elements(tgt)
 		if !ok1 || !ok2 {
 			return false
 		}
@@ -155,7 +160,7 @@ func (idx keyIndex) find(ms []member, key []byte) (member, bool) {
 
 // members splits the object b into its members; false if b is not an
 // object this diff handles.
-func members(b []byte) ([]member, bool) {
+func (ix *structIndex) members(b []byte) ([]member, bool) {
 	var ms []member
 	i := skipWS(b, 1)
 	if i < len(b) && b[i] == '}' {
@@ -178,7 +183,7 @@ func members(b []byte) ([]member, bool) {
 			return nil, false
 		}
 		i = skipWS(b, i+1)
-		ve := valueEnd(b, i)
+		ve := ix.valueEnd(b, i)
 		if ve < 0 {
 			return nil, false
 		}
@@ -197,14 +202,14 @@ func members(b []byte) ([]member, bool) {
 }
 
 // elements splits the array b into its elements.
-func elements(b []byte) ([][]byte, bool) {
+func (ix *structIndex) elements(b []byte) ([][]byte, bool) {
 	var es [][]byte
 	i := skipWS(b, 1)
 	if i < len(b) && b[i] == ']' {
 		return nil, i == len(b)-1
 	}
 	for {
-		ve := valueEnd(b, i)
+		ve := ix.valueEnd(b, i)
 		if ve < 0 {
 			return nil, false
 		}
@@ -222,10 +227,47 @@ func elements(b []byte) ([][]byte, bool) {
 	}
 }
 
+// structIndex is where each object and array of a document ends, found
+// in one pass, so that walking nested values does not rescan them.
+type structIndex struct {
+	doc           []byte
+	opens, closes []int // positions of each '{' or '[' (ascending) and of its closing bracket
+}
+
+// newStructIndex indexes doc; nil if its brackets and strings do not pair
+// up. It trusts doc to be valid JSON otherwise.
+func newStructIndex(doc []byte) *structIndex {
+	ix := &structIndex{doc: doc}
+	var stack []int
+	for j := 0; j < len(doc); j++ {
+		switch doc[j] {
+		case '"':
+			e := stringEnd(doc, j)
+			if e < 0 {
+				return nil
+			}
+			j = e - 1
+		case '{', '[':
+			stack = append(stack, len(ix.opens))
+			ix.opens = append(ix.opens, j)
+			ix.closes = append(ix.closes, -1)
+		case '}', ']':
+			if len(stack) == 0 {
+				return nil
+			}
+			ix.closes[stack[len(stack)-1]] = j
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if len(stack) != 0 {
+		return nil
+	}
+	return ix
+}
+
 // valueEnd is the index just past the JSON value that starts at b[i], or
-// -1. It trusts b to be valid JSON (it does not check literals, numbers or
-// the pairing of brackets) and never reads outside b.
-func valueEnd(b []byte, i int) int {
+// -1; b is a part of the indexed document. It never reads outside b.
+func (ix *structIndex) valueEnd(b []byte, i int) int {
 	if i >= len(b) {
 		return -1
 	}
@@ -233,25 +275,16 @@ func valueEnd(b []byte, i int) int {
 	case '"':
 		return stringEnd(b, i)
 	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				e := stringEnd(b, j)
-				if e < 0 {
-					return -1
-				}
-				j = e - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
+		off := cap(ix.doc) - cap(b) // b's offset in the document: both end at the same array
+		k, found := slices.BinarySearch(ix.opens, off+i)
+		if !found {
+			return -1
 		}
-		return -1
+		e := ix.closes[k] - off + 1
+		if e > len(b) {
+			return -1
+		}
+		return e
 	case ',', ':', '}', ']':
 		return -1
 	}

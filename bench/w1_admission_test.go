@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -318,4 +319,59 @@ func w1Post(c *http.Client, url string, body []byte) (int, []byte, error) {
 		return 0, nil, fmt.Errorf("read the answer from %s: %w", url, err)
 	}
 	return resp.StatusCode, raw, nil
+}
+
+// BenchmarkAdmissionFloor measures, in one goroutine, the encoding/json
+// work every typed mutating webhook in Go does per review of the W1
+// fixture — decode the AdmissionReview envelope, decode the pod, marshal
+// the mutated pod — and, for scale, validating the pod's JSON. Their sum
+// bounds reviews/s-per-core of any server that decodes into the typed pod
+// with encoding/json (no TLS, HTTP or patch included).
+func BenchmarkAdmissionFloor(b *testing.B) {
+	rv, err := w1Reviews(true, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, raw := rv[0].body, rv[0].object
+	b.Run("op=decode-review", func(b *testing.B) {
+		for b.Loop() {
+			var r struct {
+				Request struct {
+					UID       string
+					Object    json.RawMessage
+					OldObject json.RawMessage
+				}
+			}
+			if err := json.Unmarshal(body, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=decode-pod", func(b *testing.B) {
+		for b.Loop() {
+			var p corev1.Pod
+			if err := json.Unmarshal(raw, &p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=marshal-pod", func(b *testing.B) {
+		var p corev1.Pod
+		if err := json.Unmarshal(raw, &p); err != nil {
+			b.Fatal(err)
+		}
+		w1Default(&p)
+		for b.Loop() {
+			if _, err := json.Marshal(&p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=valid-pod", func(b *testing.B) {
+		for b.Loop() {
+			if !json.Valid(raw) {
+				b.Fatal("invalid")
+			}
+		}
+	})
 }

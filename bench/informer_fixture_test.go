@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(churnWriterEnv) != "" {
 		os.Exit(runChurnWriter())
 	}
+	if os.Getenv(w1LoadgenEnv) != "" {
+		os.Exit(runW1Loadgen())
+	}
 	// Both contenders log relists and watch errors; neither is measured on
 	// its logging, so both are silenced alike.
 	slog.SetDefault(slog.New(slog.DiscardHandler))

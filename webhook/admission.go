@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wI2L/jsondiff"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -224,7 +223,7 @@ func jsonPatch(raw []byte, obj any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal the mutated object: %w", err)
 	}
-	p, err := jsondiff.CompareJSON(raw, after)
+	p, err := diffJSON(raw, after)
 	if err != nil {
 		return nil, fmt.Errorf("compute the JSON patch: %w", err)
 	}

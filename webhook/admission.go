@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wI2L/jsondiff"
 	"net/http"
 	"reflect"
 	"strings"
@@ -114,10 +115,11 @@ func NewValidating[T client.Object](validate func(ctx context.Context, req Reque
 
 // NewMutating returns a webhook whose mutate changes req.Object (on Create
 // and Update; it is the handler's own copy) and decides. When mutate
-// allows, the server answers with the RFC 6902 JSON patch from the object
-// as the API server sent it to req.Object as marshalled by encoding/json —
-// so T must know every field the API server sends: a field missing from T
-// (a Go type older than the served version) would be removed by the patch.
+// allows, the server answers with the RFC 6902 JSON patch of what mutate
+// changed: from the object as the API server sent it to req.Object as
+// marshalled by encoding/json, and, when that patch would remove anything,
+// from the sent object as T knows it — so fields T does not know (a Go type
+// older than the served version) are never removed by the patch.
 // A denial carries no patch.
 func NewMutating[T client.Object](mutate func(ctx context.Context, req Request[T]) Response, o Options) (*Mutating[T], error) {
 	h, err := newHook[T](true, mutate, o)
@@ -173,7 +175,10 @@ func newHook[T client.Object](mutating bool, fn func(context.Context, Request[T]
 			if !mutating || !resp.Allowed || !present(w.Object) || (w.Operation != Create && w.Operation != Update) {
 				return resp, nil, nil
 			}
-			patch, err := jsonPatch(w.Object, req.Object)
+			patch, err := jsonPatch(w.Object, req.Object, func() (any, error) {
+				orig := newT()
+				return orig, json.Unmarshal(w.Object, orig)
+			})
 			return resp, patch, err
 		}, nil
 	}
@@ -217,8 +222,13 @@ func typedRequest[T client.Object](w *wireRequest, gvk schema.GroupVersionKind, 
 }
 
 // jsonPatch is the RFC 6902 patch from raw to obj as JSON; nil if they are
-// equal.
-func jsonPatch(raw []byte, obj any) ([]byte, error) {
+// equal. A patch that removes something may be removing a field obj's type
+// does not know (the API server's object is newer than the Go type) rather
+// than one the handler dropped, so then the patch is computed again from
+// original (raw decoded into the type, before the handler) to obj: only
+// what the handler changed is patched, and unknown fields are left alone.
+// The common patch, adds and replaces only, costs no second decode.
+func jsonPatch(raw []byte, obj any, original func() (any, error)) ([]byte, error) {
 	after, err := json.Marshal(obj)
 	if err != nil {
 		return nil, fmt.Errorf("marshal the mutated object: %w", err)
@@ -227,10 +237,32 @@ func jsonPatch(raw []byte, obj any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compute the JSON patch: %w", err)
 	}
+	if removes(p) {
+		o, err := original()
+		if err != nil {
+			return nil, fmt.Errorf("decode the original object: %w", err)
+		}
+		before, err := json.Marshal(o)
+		if err != nil {
+			return nil, fmt.Errorf("marshal the original object: %w", err)
+		}
+		if p, err = diffJSON(before, after); err != nil {
+			return nil, fmt.Errorf("compute the JSON patch: %w", err)
+		}
+	}
 	if len(p) == 0 {
 		return nil, nil
 	}
 	return json.Marshal(p)
+}
+
+func removes(p jsondiff.Patch) bool {
+	for _, op := range p {
+		if op.Type == jsondiff.OperationRemove {
+			return true
+		}
+	}
+	return false
 }
 
 func fmtGVK(gvk schema.GroupVersionKind) string {

@@ -154,6 +154,50 @@ func TestMutatingPatchesFromTheSentObject(t *testing.T) {
 	}
 }
 
+// A field the Go type does not know (the API server's object is newer than
+// T) survives the patch, while what the handler removed is still removed.
+func TestMutatingPatchKeepsFieldsTheTypeDoesNotKnow(t *testing.T) {
+	m, err := webhook.NewMutating(func(ctx context.Context, req webhook.Request[*corev1.ConfigMap]) webhook.Response {
+		delete(req.Object.Data, "drop")
+		req.Object.Data["mode"] = "default"
+		return webhook.Allow()
+	}, webhook.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _, c := newTestServer(t, m)
+	startServer(t, srv)
+	sent := map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata":    map[string]any{"name": "cm", "namespace": "ns", "futureMeta": "m"},
+		"data":        map[string]string{"keep": "1", "drop": "2"},
+		"futureField": map[string]any{"x": 1},
+	}
+	code, rr := post(t, c, srv, m.Path(), review(t, "u1", "CREATE", configMapKind, sent, nil, false))
+	if code != 200 || !rr.Response.Allowed {
+		t.Fatalf("mutate = %d %+v", code, rr)
+	}
+	raw, _ := json.Marshal(sent)
+	p, err := jsonpatch.DecodePatch(rr.Response.Patch)
+	if err != nil {
+		t.Fatalf("patch %s: %v", rr.Response.Patch, err)
+	}
+	patched, err := p.Apply(raw)
+	if err != nil {
+		t.Fatalf("apply %s: %v", rr.Response.Patch, err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["futureField"] == nil || got["metadata"].(map[string]any)["futureMeta"] != "m" {
+		t.Errorf("a field ConfigMap does not know was removed: %s (patch %s)", patched, rr.Response.Patch)
+	}
+	data := got["data"].(map[string]any)
+	if _, ok := data["drop"]; ok || data["keep"] != "1" || data["mode"] != "default" {
+		t.Errorf("data after the patch = %v, want keep=1 mode=default (patch %s)", data, rr.Response.Patch)
+	}
+}
+
 func TestBadRequestsGet400AndAreCounted(t *testing.T) {
 	v, err := webhook.NewValidating(func(ctx context.Context, req webhook.Request[*corev1.ConfigMap]) webhook.Response {
 		return webhook.Allow()

@@ -270,6 +270,18 @@ func startCRSynced(impl crImpl, f *crFixture) (*runningInformer, error) {
 func BenchmarkInformerCustomResources(b *testing.B) {
 	f := crFixtureFor(b)
 	for _, impl := range crImpls {
+		benchCRImpl(b, impl, f)
+	}
+	if os.Getenv("SKIFF_BENCH_CBOR") != "0" {
+		cf := crCBORFixtureFor(b) // a control plane serving CBOR (see informer_cr_cbor_test.go)
+		for _, impl := range crCBORImpls {
+			benchCRImpl(b, impl, cf)
+		}
+	}
+}
+
+func benchCRImpl(b *testing.B, impl crImpl, f *crFixture) {
+	{
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			if r, err := startCRSynced(impl, f); err != nil { // untimed warm-up
 				b.Fatal(err)

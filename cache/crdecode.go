@@ -34,10 +34,18 @@ import (
 // ignored. An object that does not fit T is malformed for this informer: it
 // is skipped, logged with its namespace and name, and counted in
 // Stats().Skipped. It does no I/O until the informer runs.
+//
+// It asks for CBOR and accepts JSON (see CustomOptions): a server with the
+// CBORServingAndStorage feature gate answers CBOR, others JSON.
 func CustomSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope) Source[T] {
+	return CustomSourceWith[T](c, gvr, scope, CustomOptions{})
+}
+
+// CustomSourceWith is CustomSource with options.
+func CustomSourceWith[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope, o CustomOptions) Source[T] {
 	d := newWireDecoder[T](resourceName(gvr))
 	return Source[T]{
-		LW:       &wireLW[T]{c: c, resource: gvr.Resource, ns: scope.Namespace, dec: d},
+		LW:       &wireLW[T]{c: c, resource: gvr.Resource, ns: scope.Namespace, dec: d, accept: o.Encoding.accept()},
 		Decode:   d.assert,
 		Resource: resourceName(gvr),
 		Scope:    scope,
@@ -123,7 +131,6 @@ func (d wireDecoder[T]) unmarshal(b []byte) (T, error) {
 
 // failed names the object obj as well as its bytes allow.
 func (d wireDecoder[T]) failed(obj []byte, err error) *undecoded {
-	u := &undecoded{}
 	var head struct {
 		Metadata struct {
 			Name            string `json:"name"`
@@ -132,7 +139,12 @@ func (d wireDecoder[T]) failed(obj []byte, err error) *undecoded {
 		} `json:"metadata"`
 	}
 	_ = kjson.UnmarshalCaseSensitivePreserveInts(obj, &head) // best effort: names the object in the error if it can
-	u.Name, u.Namespace, u.ResourceVersion = head.Metadata.Name, head.Metadata.Namespace, head.Metadata.ResourceVersion
+	return d.undecodedFor(head.Metadata.Namespace, head.Metadata.Name, head.Metadata.ResourceVersion, err)
+}
+
+func (d wireDecoder[T]) undecodedFor(namespace, name, resourceVersion string, err error) *undecoded {
+	u := &undecoded{}
+	u.Name, u.Namespace, u.ResourceVersion = name, namespace, resourceVersion
 	who := u.Name
 	if u.Namespace != "" {
 		who = u.Namespace + "/" + u.Name
@@ -271,17 +283,23 @@ type wireLW[T Object] struct {
 	resource string
 	ns       string
 	dec      wireDecoder[T]
+	accept   string // the Accept header
 }
 
 func (l *wireLW[T]) request(opts *metav1.ListOptions) *rest.Request {
 	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
-		VersionedParams(opts, metav1.ParameterCodec).SetHeader("Accept", runtime.ContentTypeJSON)
+		VersionedParams(opts, metav1.ParameterCodec).SetHeader("Accept", l.accept)
 }
 
 func (l *wireLW[T]) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-	body, err := l.request(&opts).DoRaw(ctx)
+	var ct string
+	res := l.request(&opts).Do(ctx).ContentType(&ct)
+	body, err := res.Raw()
 	if err != nil {
-		return nil, err
+		return nil, responseError(res, ct, body)
+	}
+	if isCBOR(ct, body) {
+		return l.dec.decodeListCBOR(body)
 	}
 	return l.dec.decodeList(body)
 }
@@ -292,7 +310,7 @@ func (l *wireLW[T]) Watch(ctx context.Context, opts metav1.ListOptions) (watch.I
 	if err != nil {
 		return nil, err
 	}
-	return startWireWatch(body, l.dec.decodeEvent, l.dec.resource), nil
+	return startWireWatch(body, l.dec.decodeAnyEvent, l.dec.resource), nil
 }
 
 // isClosedRead reports read errors that mean the stream ended (the server

@@ -129,7 +129,7 @@ func startWireWatch(body io.ReadCloser, decode func([]byte) (watch.Event, error)
 
 func (w *wireWatch) read(decode func([]byte) (watch.Event, error), resource string) {
 	defer close(w.ch)
-	fr := newFrameReader(w.body)
+	fr := newWatchFrames(w.body)
 	for {
 		frame, err := fr.next()
 		if err == nil {

@@ -39,6 +39,7 @@ type demoConfig struct {
 	addr       string
 	keep       bool
 	replicas   int
+	cbor       bool
 }
 
 func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -61,6 +62,7 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 	fs.DurationVar(&d.timeout, "timeout", 5*time.Minute, "give up if not converged by then")
 	fs.StringVar(&d.addr, "addr", "127.0.0.1:0", `metrics, health and /debug/skiff address ("-" for none)`)
 	fs.BoolVar(&d.keep, "keep", false, "keep the demo namespace (with --kubeconfig)")
+	fs.BoolVar(&d.cbor, "cbor", false, "serve custom resources as CBOR on the local control plane (feature gate CBORServingAndStorage); the Foo informer uses CBOR whenever the server serves it")
 	fs.IntVar(&d.replicas, "replicas", 1, "run this many operator replicas in this process, sharing the Foos active-active (package shard)")
 	if err := parse(fs, args, stderr); err != nil {
 		return d, err
@@ -92,7 +94,7 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 		cfg, where = c, c.Host
 	} else {
 		fmt.Fprintln(stdout, "skiff demo: starting a local control plane (etcd + kube-apiserver)")
-		env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: stderr}, APIServerArgs: demoAPIServerArgs})
+		env, err := testenv.Start(ctx, testenv.Options{Build: testenv.BuildOptions{Progress: stderr}, APIServerArgs: demoServerArgs(d.cbor)})
 		if err != nil {
 			return err
 		}

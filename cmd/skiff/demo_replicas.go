@@ -22,9 +22,17 @@ import (
 	"github.com/skiffkit/skiff/shard"
 )
 
-// demoAPIServerArgs turn on server-side sharded list and watch (KEP-5866)
-// on the demo's local control plane, which --replicas uses.
-var demoAPIServerArgs = []string{"--feature-gates=ShardedListAndWatch=true"}
+// demoServerArgs turn on server-side sharded list and watch (KEP-5866)
+// on the demo's local control plane, which --replicas uses, and with cbor
+// CBOR serving of custom resources (alpha in v1.36; it also makes CBOR
+// their storage format). One --feature-gates flag carries both.
+func demoServerArgs(cbor bool) []string {
+	gates := "ShardedListAndWatch=true"
+	if cbor {
+		gates += ",CBORServingAndStorage=true"
+	}
+	return []string{"--feature-gates=" + gates}
+}
 
 // replica is one operator replica of `skiff demo --replicas N`: its own
 // manager, client, informers and shard member.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,38 +30,65 @@ const writtenAtAnnotation = "bench.skiff.dev/written-at"
 // churnWriterEnv makes TestMain run as the churn writer (see runChurnWriter).
 const churnWriterEnv = "SKIFF_BENCH_CHURN_WRITER"
 
+// churnProfileEnv names a directory: each I3 run then writes a CPU profile
+// of its measured window (writer start until the last event arrived, the
+// same window as cpu-s/event) to <dir>/<impl>-rate<N>-<k>.prof. Do not
+// combine with -cpuprofile (one CPU profile per process).
+const churnProfileEnv = "SKIFF_BENCH_CHURN_CPUPROFILE"
+
+// idleWindow is how long I3 measures the process's CPU with the informer
+// synced and nothing written, before the writer starts.
+const idleWindow = time.Second
+
 // I3: with every pod cached and an event handler registered, a writer in a
 // separate process patches pods at a fixed rate (an annotation holding the
 // send time); the handler records now − send time. cpu-s/event is this
 // process's CPU (informer, handler, harness; not the writer's, not the
 // control plane's) from the first patch until the last event arrived,
-// divided by the events received.
+// divided by the events received. idle-cpu-s/s is this process's CPU per
+// second over idleWindow just before, with the informer synced and nothing
+// written: the floor (runtime, timers, the harness) that cpu-s/event
+// includes at a rate of rate × churnFor events per churnFor. One
+// sub-benchmark per rate: impl=<contender>/rate=<patches per second>.
 func BenchmarkInformerChurn(b *testing.B) {
 	forEachInformerImpl(b, func(b *testing.B, f *informerFixture, impl informerImpl) {
-		var lats []float64 // ms
-		var cpuS float64
-		var events, writes int
-		for range b.N {
-			l, cpu, w, err := churnOnce(f, impl)
-			if err != nil {
-				b.Fatal(err)
-			}
-			lats = append(lats, l...)
-			cpuS += cpu
-			events += len(l)
-			writes += w
+		for _, rate := range f.size.churnRates {
+			b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+				var lats []float64 // ms
+				var cpuS, idleS float64
+				var events, writes int
+				for i := range b.N {
+					r, err := churnOnce(f, impl, rate, i)
+					if err != nil {
+						b.Fatal(err)
+					}
+					lats = append(lats, r.lats...)
+					cpuS += r.cpu
+					idleS += r.idle
+					events += len(r.lats)
+					writes += r.writes
+				}
+				slices.Sort(lats)
+				b.ReportMetric(quantile(lats, 0.50), "p50-ms")
+				b.ReportMetric(quantile(lats, 0.99), "p99-ms")
+				b.ReportMetric(cpuS/float64(events), "cpu-s/event")
+				b.ReportMetric(idleS/float64(b.N)/idleWindow.Seconds(), "idle-cpu-s/s")
+				b.ReportMetric(float64(writes)/float64(b.N)/f.size.churnFor.Seconds(), "writes/s")
+			})
 		}
-		slices.Sort(lats)
-		b.ReportMetric(quantile(lats, 0.50), "p50-ms")
-		b.ReportMetric(quantile(lats, 0.99), "p99-ms")
-		b.ReportMetric(cpuS/float64(events), "cpu-s/event")
-		b.ReportMetric(float64(writes)/float64(b.N)/f.size.churnFor.Seconds(), "writes/s")
 	})
 }
 
-func churnOnce(f *informerFixture, impl informerImpl) (lats []float64, cpu float64, writes int, err error) {
+type churnResult struct {
+	lats      []float64 // ms
+	cpu, idle float64   // seconds
+	writes    int
+}
+
+func churnOnce(f *informerFixture, impl informerImpl, rate, run int) (churnResult, error) {
 	var mu sync.Mutex
 	var adds atomic.Int64
+	var lats []float64
 	h := &podHandler{
 		onAdd: func(*corev1.Pod) { adds.Add(1) },
 		onUpdate: func(old, new *corev1.Pod) {
@@ -78,30 +108,54 @@ func churnOnce(f *informerFixture, impl informerImpl) (lats []float64, cpu float
 	}
 	r, err := startSynced(impl, informerSetup{cfg: f.cfg, ns: f.ns, handler: h}, f.size.pods)
 	if err != nil {
-		return nil, 0, 0, err
+		return churnResult{}, err
 	}
 	defer r.stop()
 	if !waitFor(informerTimeout, func() bool { return adds.Load() == int64(f.size.pods) }) {
-		return nil, 0, 0, fmt.Errorf("%s: handler got %d adds, want %d", impl.name, adds.Load(), f.size.pods)
+		return churnResult{}, fmt.Errorf("%s: handler got %d adds, want %d", impl.name, adds.Load(), f.size.pods)
+	}
+	i0 := cpuSeconds()
+	time.Sleep(idleWindow) // measuring a window, not waiting for a condition
+	idle := cpuSeconds() - i0
+	if dir := os.Getenv(churnProfileEnv); dir != "" {
+		name := fmt.Sprintf("%s-rate%d-%d.prof", strings.ReplaceAll(impl.name, "/", "_"), rate, run)
+		stop, err := startCPUProfile(filepath.Join(dir, name))
+		if err != nil {
+			return churnResult{}, err
+		}
+		defer stop()
 	}
 	c0 := cpuSeconds()
-	writes, err = runWriterProcess(f)
+	writes, err := runWriterProcess(f, rate)
 	if err != nil {
-		return nil, 0, 0, err
+		return churnResult{}, err
 	}
 	received := func() int { mu.Lock(); defer mu.Unlock(); return len(lats) }
 	if !waitFor(30*time.Second, func() bool { return received() >= writes }) {
-		return nil, 0, 0, fmt.Errorf("%s: handler got %d of %d patches", impl.name, received(), writes)
+		return churnResult{}, fmt.Errorf("%s: handler got %d of %d patches", impl.name, received(), writes)
 	}
-	cpu = cpuSeconds() - c0
+	cpu := cpuSeconds() - c0
 	mu.Lock()
 	defer mu.Unlock()
-	return slices.Clone(lats), cpu, writes, nil
+	return churnResult{lats: slices.Clone(lats), cpu: cpu, idle: idle, writes: writes}, nil
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	fh, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(fh); err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() { pprof.StopCPUProfile(); fh.Close() }, nil
 }
 
 // runWriterProcess runs this test binary as the churn writer and returns
 // how many patches it applied.
-func runWriterProcess(f *informerFixture) (int, error) {
+func runWriterProcess(f *informerFixture, rate int) (int, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -112,7 +166,7 @@ func runWriterProcess(f *informerFixture) (int, error) {
 		"KUBECONFIG="+f.env.KubeconfigPath(),
 		"CHURN_NS="+f.ns,
 		fmt.Sprintf("CHURN_PODS=%d", f.size.pods),
-		fmt.Sprintf("CHURN_RATE=%d", f.size.churnRate),
+		fmt.Sprintf("CHURN_RATE=%d", rate),
 		"CHURN_FOR="+f.size.churnFor.String(),
 	)
 	var out, errOut bytes.Buffer

@@ -51,16 +51,16 @@ func TestMain(m *testing.M) {
 // informerSize is the scale of the informer scenarios (SKIFF_BENCH_SIZE).
 type informerSize struct {
 	pods       int
-	churnRate  int           // patches per second (I3)
+	churnRates []int         // patches per second, one sub-benchmark each (I3)
 	churnFor   time.Duration // how long the writer patches (I3)
 	relistWait time.Duration // sampling after the relist stream ended (I4)
 }
 
 func informerSizes() informerSize {
 	if os.Getenv("SKIFF_BENCH_SIZE") == "full" {
-		return informerSize{pods: 10000, churnRate: 500, churnFor: 20 * time.Second, relistWait: 5 * time.Second}
+		return informerSize{pods: 10000, churnRates: []int{200, 500}, churnFor: 20 * time.Second, relistWait: 5 * time.Second}
 	}
-	return informerSize{pods: 2000, churnRate: 200, churnFor: 5 * time.Second, relistWait: 2 * time.Second}
+	return informerSize{pods: 2000, churnRates: []int{200, 500}, churnFor: 5 * time.Second, relistWait: 2 * time.Second}
 }
 
 // informerFixture is one control plane per test process with one namespace

@@ -104,19 +104,25 @@ type eventHandler[T Object] struct {
 	closed  bool // the delivery goroutine has exited: drop pushes
 }
 
-// push records a change for the handler. It never waits for the handler.
-func (h *eventHandler[T]) push(c Change[T]) {
+// push records changes for the handler and wakes it once. It never waits
+// for the handler.
+func (h *eventHandler[T]) push(cs []Change[T]) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return
 	}
 	before := h.pending.keys()
-	merged := h.pending.push(c)
+	var merged int64
+	for _, c := range cs {
+		if h.pending.push(c) {
+			merged++
+		}
+	}
 	h.stats.backlog.Add(int64(h.pending.keys() - before))
 	h.mu.Unlock()
-	if merged {
-		h.stats.coalesced.Add(1)
+	if merged > 0 {
+		h.stats.coalesced.Add(merged)
 	}
 	h.signal()
 }

@@ -212,23 +212,29 @@ func (l Lister[T]) ListInNamespace(namespace string, sel labels.Selector) []T {
 // ByIndex returns the objects with value in index name.
 func (l Lister[T]) ByIndex(name, value string) []T { return l.s.ByIndex(name, value) }
 
-// emitLocked hands one watch change to every handler. Called with mu held.
-func (inf *Informer[T]) emitLocked(c Change[T]) {
+// emitLocked hands a batch of changes to every handler: keys to key
+// handlers' queues, the changes to each event handler's backlog with one
+// wake-up per handler. Called with mu held.
+func (inf *Informer[T]) emitLocked(cs []Change[T]) {
 	if inf.o.Metrics != nil {
 		var d int64
-		if c.Type != Deleted {
-			d += sizeOf(c.New)
-		}
-		if c.Type != Added {
-			d -= sizeOf(c.Old)
+		for _, c := range cs {
+			if c.Type != Deleted {
+				d += sizeOf(c.New)
+			}
+			if c.Type != Added {
+				d -= sizeOf(c.Old)
+			}
 		}
 		inf.stats.bytes.Add(d)
 	}
 	for h := range inf.keyHs {
-		h.q.AddWithPriority(c.Key, h.o.Priority)
+		for _, c := range cs {
+			h.q.AddWithPriority(c.Key, h.o.Priority)
+		}
 	}
 	for h := range inf.eventHs {
-		h.push(c)
+		h.push(cs)
 	}
 }
 
@@ -236,8 +242,8 @@ func (inf *Informer[T]) emitLocked(c Change[T]) {
 // marks the informer synced. Called with mu held.
 func (inf *Informer[T]) syncedLocked(changes []Change[T], _ string) {
 	first := !inf.synced
-	for _, c := range changes {
-		inf.emitLocked(c)
+	if len(changes) > 0 {
+		inf.emitLocked(changes)
 	}
 	if first {
 		inf.synced = true

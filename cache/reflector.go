@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -64,9 +65,11 @@ type reflector[T Object] struct {
 	o        *options
 	log      *slog.Logger
 
-	// emit is called for every real change, in order, from run's goroutine;
-	// synced is called after each completed list with its changes.
-	emit   func(Change[T])
+	// emit is called with the real changes of each batch of events, in
+	// order, from run's goroutine; synced is called after each completed
+	// list with its changes. Both with dmu held; the slice is reused after
+	// the call returns.
+	emit   func([]Change[T])
 	synced func(changes []Change[T], rv string)
 	store  *Writer[T]
 	stats  *informerStats
@@ -74,6 +77,10 @@ type reflector[T Object] struct {
 	// dmu is held around each store write and its emit, so that handler
 	// registration sees a consistent store and event stream.
 	dmu *sync.Mutex
+
+	// ops and changes are reused between batches (run's goroutine only).
+	ops     []watchOp[T]
+	changes []Change[T]
 
 	watchListOff bool
 	lastRV       string
@@ -247,98 +254,196 @@ func (r *reflector[T]) watch(ctx context.Context) error {
 	return r.consume(ctx, w, nil)
 }
 
+// maxBatch bounds the events the reflector applies under one lock.
+const maxBatch = 256
+
 // consume applies a watch stream until it ends. With an open session the
 // stream is a watch-list: objects go into the session until the end bookmark.
+//
+// Events are read in batches: the first blocks, the rest are those already
+// received (buffered in a protobuf stream read on this goroutine, or
+// waiting on a channel). A batch is applied to the store under one lock
+// and handed to the handlers at once, so handlers wake once per batch.
 func (r *reflector[T]) consume(ctx context.Context, w watch.Interface, session *ReplaceSession[T]) error {
 	defer w.Stop()
 	if session == nil {
 		r.healthy()
 	}
+	var batch []watch.Event
 	for {
-		var ev watch.Event
-		var ok bool
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev, ok = <-w.ResultChan():
+		var err error
+		batch, err = r.readBatch(ctx, w, batch[:0])
+		if aerr := r.applyBatch(batch, &session); aerr != nil {
+			return aerr
 		}
-		if !ok {
+		clear(batch)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case endsNormally(err):
 			if session != nil {
 				return errWatchEndedEarly
 			}
 			return nil
+		default:
+			return fmt.Errorf("watch %s: %w", r.resource, err)
 		}
+	}
+}
+
+// readBatch appends to dst the next event (waiting for it) and then up to
+// maxBatch−1 more that are already there. A stream that ended returns the
+// events before the end and io.EOF (a channel closed) or the read error.
+func (r *reflector[T]) readBatch(ctx context.Context, w watch.Interface, dst []watch.Event) ([]watch.Event, error) {
+	if s, ok := w.(eventSource); ok {
+		for len(dst) == 0 || (len(dst) < maxBatch && s.bufferedEvent()) {
+			ev, err := s.nextEvent()
+			if err != nil {
+				return dst, err
+			}
+			dst = append(dst, ev)
+		}
+		return dst, nil
+	}
+	ch := w.ResultChan()
+	select {
+	case <-ctx.Done():
+		return dst, ctx.Err()
+	case ev, ok := <-ch:
+		if !ok {
+			return dst, io.EOF
+		}
+		dst = append(dst, ev)
+	}
+	for len(dst) < maxBatch {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return dst, io.EOF
+			}
+			dst = append(dst, ev)
+		default:
+			return dst, nil
+		}
+	}
+	return dst, nil
+}
+
+// watchOp is one decoded change of a batch, waiting for the store.
+type watchOp[T Object] struct {
+	obj T
+	key ObjectKey // for deletes
+	del bool
+}
+
+// applyBatch applies events in order: into *session while a watch-list
+// streams its initial objects (finishing it at the end bookmark), else to
+// the store. Decoding happens before the store's lock is taken; the
+// resourceVersion of the last event becomes the resume point once the
+// store holds everything before it. An ERROR event ends the batch with its
+// error, after what came before it is applied.
+func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession[T]) error {
+	ops := r.ops[:0]
+	defer func() { clear(ops); r.ops = ops[:0] }()
+	rv := ""
+	flush := func() {
+		r.flush(ops, rv)
+		clear(ops)
+		ops, rv = ops[:0], ""
+	}
+	for _, ev := range events {
 		switch ev.Type {
 		case watch.Added, watch.Modified:
 			t, ok := r.decodeOrSkip(ev.Object)
-			if !ok {
-				r.advance(ev.Object, session == nil)
+			if *session != nil {
+				if ok {
+					(*session).Put(t)
+				}
 				continue
 			}
-			if session != nil {
-				session.Put(t)
-				continue
+			if ok {
+				ops = append(ops, watchOp[T]{obj: t})
 			}
-			r.stats.events.Add(1)
-			r.dmu.Lock()
-			old, existed, changed := r.store.Upsert(t)
-			switch {
-			case !existed:
-				r.emit(Change[T]{Type: Added, Key: KeyOf(t), New: t})
-			case changed:
-				r.emit(Change[T]{Type: Updated, Key: KeyOf(t), Old: old, New: t})
-			}
-			r.dmu.Unlock()
-			r.advance(ev.Object, true)
+			rv = resourceVersionOf(ev.Object, rv)
 		case watch.Deleted:
 			acc, err := meta.Accessor(ev.Object)
 			if err != nil {
 				r.skip(ev.Object, err)
 				continue
 			}
-			if session != nil {
+			if *session != nil {
 				continue // not sent during initial events; nothing to remove from a listing
 			}
-			r.stats.events.Add(1)
-			key := ObjectKey{Namespace: acc.GetNamespace(), Name: acc.GetName()}
-			r.dmu.Lock()
-			if old, ok := r.store.Delete(key); ok {
-				r.emit(Change[T]{Type: Deleted, Key: key, Old: old})
-			}
-			r.dmu.Unlock()
-			r.advance(ev.Object, true)
+			ops = append(ops, watchOp[T]{key: ObjectKey{Namespace: acc.GetNamespace(), Name: acc.GetName()}, del: true})
+			rv = resourceVersionOf(ev.Object, rv)
 		case watch.Bookmark:
 			acc, err := meta.Accessor(ev.Object)
 			if err != nil {
 				r.skip(ev.Object, err)
 				continue
 			}
-			if session != nil && acc.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-				r.finish(session, acc.GetResourceVersion())
-				session = nil
+			if *session != nil && acc.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+				r.finish(*session, acc.GetResourceVersion())
+				*session = nil
 				continue
 			}
-			if session == nil {
-				r.advance(ev.Object, true)
+			if *session == nil {
+				rv = resourceVersionOf(ev.Object, rv)
 			}
 		case watch.Error:
+			flush()
 			return fmt.Errorf("watch %s: %w", r.resource, apierrors.FromObject(ev.Object))
 		default:
 			r.skip(ev.Object, fmt.Errorf("unknown watch event type %q", ev.Type))
 		}
 	}
+	flush()
+	return nil
 }
 
-// advance records the resourceVersion of an applied event as the resume point.
-func (r *reflector[T]) advance(o runtime.Object, record bool) {
-	if !record {
-		return
+// flush writes ops to the store under one lock, hands the changes to the
+// handlers at once, and then makes rv (if not "") the resume point.
+func (r *reflector[T]) flush(ops []watchOp[T], rv string) {
+	if len(ops) > 0 {
+		r.stats.events.Add(int64(len(ops)))
+		changes := r.changes[:0]
+		r.dmu.Lock()
+		for _, op := range ops {
+			if op.del {
+				if old, ok := r.store.Delete(op.key); ok {
+					changes = append(changes, Change[T]{Type: Deleted, Key: op.key, Old: old})
+				}
+				continue
+			}
+			old, existed, changed := r.store.Upsert(op.obj)
+			switch {
+			case !existed:
+				changes = append(changes, Change[T]{Type: Added, Key: KeyOf(op.obj), New: op.obj})
+			case changed:
+				changes = append(changes, Change[T]{Type: Updated, Key: KeyOf(op.obj), Old: old, New: op.obj})
+			}
+		}
+		if len(changes) > 0 {
+			r.emit(changes)
+		}
+		r.dmu.Unlock()
+		clear(changes)
+		r.changes = changes[:0]
 	}
+	if rv != "" {
+		r.lastRV = rv
+		r.store.SetResourceVersion(rv)
+		r.stats.lastRV.Store(rv)
+	}
+}
+
+// resourceVersionOf returns o's resourceVersion, or def if it has none.
+func resourceVersionOf(o runtime.Object, def string) string {
 	if acc, err := meta.Accessor(o); err == nil && acc.GetResourceVersion() != "" {
-		r.lastRV = acc.GetResourceVersion()
-		r.store.SetResourceVersion(r.lastRV)
-		r.stats.lastRV.Store(r.lastRV)
+		return acc.GetResourceVersion()
 	}
+	return def
 }
 
 func (r *reflector[T]) decodeOrSkip(o runtime.Object) (T, bool) {

@@ -105,7 +105,11 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 		if err != nil {
 			return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
 		}
-		src.LW.(*restLW).lean = lean
+		lw := src.LW.(*restLW)
+		lw.lean = lean
+		if lw.stream, err = newProtoStream[T](c, kinds); err != nil {
+			return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
+		}
 	}
 	return src, nil
 }
@@ -122,6 +126,7 @@ func RESTSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, sco
 type restLW struct {
 	c        rest.Interface
 	lean     rest.Interface // nil, or c decoding without managedFields and last-applied
+	stream   *protoStream   // nil, or watches read as protobuf on the reflector's goroutine
 	resource string
 	ns       string
 }
@@ -142,6 +147,16 @@ func (l *restLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Obj
 
 func (l *restLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	opts.Watch = true
+	if l.stream != nil && !l.stream.off.Load() {
+		req := l.stream.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).VersionedParams(&opts, metav1.ParameterCodec)
+		w, err := l.stream.watch(ctx, req, l.lean != nil && isLean(ctx))
+		if !notAcceptable(err) {
+			return w, err
+		}
+		// The server does not stream this resource as protobuf: use the
+		// client's negotiated watch from now on.
+		l.stream.off.Store(true)
+	}
 	return l.client(ctx).Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
 		VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
@@ -29,4 +30,30 @@ func LeanRESTSource[T Object](c, lean rest.Interface, gvr schema.GroupVersionRes
 	src := RESTSource[T](c, gvr, scope)
 	src.LW.(*restLW).lean = lean
 	return src
+}
+
+// WithProtoWatch makes the informer of src (from RESTSource or
+// LeanRESTSource) read its watches with Skiff's own protobuf watch-frame
+// reader on the reflector's goroutine, as TypedSource does, instead of
+// client-go's StreamWatcher (a goroutine and a channel hop per event).
+// cfg is a REST config for T's group and version whose serializer decodes
+// protobuf (used for events of other kinds, such as a Status); the watch
+// requests go through a REST client built from it, not rate limited. T's
+// kinds are looked up in s. It returns src unchanged when T is not a
+// protobuf message the reader can decode.
+func WithProtoWatch[T Object](src Source[T], cfg *rest.Config, s *runtime.Scheme) (Source[T], error) {
+	lw, ok := src.LW.(*restLW)
+	if !ok {
+		return src, fmt.Errorf("cache: WithProtoWatch needs a source from RESTSource or LeanRESTSource, got %T", src.LW)
+	}
+	kinds, ok := protobufKinds[T](s)
+	if !ok {
+		return src, nil
+	}
+	stream, err := newProtoStream[T](cfg, kinds)
+	if err != nil {
+		return src, fmt.Errorf("cache: protobuf watch for %s: %w", src.Resource, err)
+	}
+	lw.stream = stream
+	return src, nil
 }

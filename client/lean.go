@@ -29,7 +29,8 @@ func informerSource[T Object](c *Client, m *mapping, scope cache.Scope) (cache.S
 	if !ok {
 		return cache.RESTSource[T](m.rc, m.gvr, scope), nil
 	}
-	return cache.LeanRESTSource[T](m.rc, lean, m.gvr, scope), nil
+	// Watches read on the reflector's goroutine, as cache.TypedSource's.
+	return cache.WithProtoWatch(cache.LeanRESTSource[T](m.rc, lean, m.gvr, scope), c.restConfig(m.gvk.GroupVersion()), c.scheme)
 }
 
 // leanClient returns the lean REST client of typ (built once per type, as

@@ -59,8 +59,16 @@ type shardGate struct {
 	assign atomic.Pointer[shard.Assignment] // the target, as last seen
 
 	mu    sync.Mutex
-	items map[controller.Request]shard.Item // recorded at enqueue, for keys not in the cache
-	retry map[controller.Request]struct{}   // refused during a hand-off
+	items map[controller.Request]recorded // recorded at enqueue, for keys not in the cache
+	retry map[controller.Request]struct{} // refused during a hand-off
+}
+
+// recorded is a key's Item as learnt at enqueue; labeled says whether its
+// Labels are the object's (from the object itself) or unknown (from an
+// owner reference's UID alone).
+type recorded struct {
+	it      shard.Item
+	labeled bool
 }
 
 type lookupFunc func(types.NamespacedName) (metav1.Object, bool)
@@ -69,23 +77,35 @@ func (f lookupFunc) lookup(k types.NamespacedName) (metav1.Object, bool) { retur
 
 func newShardGate(rep *shard.Replica, f shard.Field, dropped prometheus.Counter) *shardGate {
 	return &shardGate{rep: rep, field: f, dropped: dropped,
-		items: map[controller.Request]shard.Item{}, retry: map[controller.Request]struct{}{}}
+		items: map[controller.Request]recorded{}, retry: map[controller.Request]struct{}{}}
 }
 
+// itemOf is key's Item: from the cache, else as recorded, else (Namespace
+// field) from the key. An Item whose labels are unknown is not trusted
+// while some member claims objects by label selector: the object may be
+// that member's whatever its hash says, so the key is left to the replica
+// that caches the object.
 func (g *shardGate) itemOf(key controller.Request) (shard.Item, bool) {
 	if obj, ok := g.inf.lookup(key); ok {
 		return shard.ItemOf(obj, g.field), true
 	}
 	g.mu.Lock()
-	it, ok := g.items[key]
+	r, ok := g.items[key]
 	g.mu.Unlock()
-	if ok {
-		return it, true
+	if !ok && g.field == shard.Namespace {
+		r, ok = recorded{it: shard.Item{Hash: shard.Hash(key.Namespace)}}, true
 	}
-	if g.field == shard.Namespace {
-		return shard.Item{Hash: shard.Hash(key.Namespace)}, true
+	if !ok || (!r.labeled && g.selectorsInPlay()) {
+		return shard.Item{}, false
 	}
-	return shard.Item{}, false
+	return r.it, true
+}
+
+// selectorsInPlay reports whether a member of the target ring claims
+// objects by label selector.
+func (g *shardGate) selectorsInPlay() bool {
+	a := g.assign.Load()
+	return a == nil || a.Selector != nil || len(a.Excluded) > 0
 }
 
 // ownsTarget reports whether the target ring gives it to this replica.
@@ -94,13 +114,14 @@ func (g *shardGate) ownsTarget(it shard.Item) bool {
 	return a != nil && a.Owns(it)
 }
 
-// record remembers key's Item for when the object is not in the cache.
-func (g *shardGate) record(key controller.Request, it shard.Item) {
-	if g.field == shard.Namespace {
-		return // the key says it
+// record remembers key's Item for when the object is not in the cache;
+// labeled says whether it carries the object's labels (see recorded).
+func (g *shardGate) record(key controller.Request, it shard.Item, labeled bool) {
+	if g.field == shard.Namespace && !labeled {
+		return // the key says as much
 	}
 	g.mu.Lock()
-	g.items[key] = it
+	g.items[key] = recorded{it: it, labeled: labeled}
 	g.mu.Unlock()
 }
 
@@ -130,6 +151,18 @@ func (g *shardGate) Admit(ctx context.Context, key controller.Request) (context.
 		g.mu.Lock()
 		g.retry[key] = struct{}{}
 		g.mu.Unlock()
+		// The hand-off may have completed, or the list arrived, between
+		// the refusal above and the insert: requeueRetries then drained
+		// the set before the key was in it. Look again.
+		if g.rep.Owns(it) && g.part.Synced() {
+			g.mu.Lock()
+			_, still := g.retry[key]
+			delete(g.retry, key)
+			g.mu.Unlock()
+			if still {
+				g.q.Add(key)
+			}
+		}
 	} else {
 		g.mu.Lock()
 		delete(g.items, key)
@@ -167,8 +200,8 @@ func (g *shardGate) requeueRetries() {
 func (g *shardGate) prune(a *shard.Assignment) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for k, it := range g.items {
-		if !a.Owns(it) {
+	for k, r := range g.items {
+		if !a.Owns(r.it) {
 			delete(g.items, k)
 		}
 	}

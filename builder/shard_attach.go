@@ -49,7 +49,7 @@ func attachShardedFor[T client.Object](b *build, preds []Predicate[T], q *queue.
 			// Gone from the cache: the gate needs the deleted object's Item.
 			// A delete that only means "left this replica's part" is
 			// dropped by the gate (the target gives it to another replica).
-			g.record(cache.KeyOf(old), shard.ItemOf(old, g.field))
+			g.record(cache.KeyOf(old), shard.ItemOf(old, g.field), true)
 			if allow(preds, func(p Predicate[T]) bool { return p.Delete == nil || p.Delete(old) }) {
 				q.Add(cache.KeyOf(old))
 			}
@@ -77,12 +77,16 @@ func attachShardedOwns[T client.Object](b *build, inf *cache.Informer[T], q *que
 		if g.field == shard.Namespace {
 			it = shard.Item{Hash: shard.Hash(key.Namespace)}
 		}
+		labeled := false
 		if cached, ok := g.inf.lookup(key); ok {
-			it = shard.ItemOf(cached, g.field) // with its labels
-		} else if !g.ownsTarget(it) {
-			return // another replica's
+			it, labeled = shard.ItemOf(cached, g.field), true // with its labels
+		} else if g.selectorsInPlay() || !g.ownsTarget(it) {
+			// Another replica's — or, while some member claims objects by
+			// label, possibly that member's: the owner's labels are not
+			// known here, and the replica that caches the owner enqueues it.
+			return
 		}
-		g.record(key, it)
+		g.record(key, it, labeled)
 		q.Add(key)
 	}
 	inf.AddEventHandler(cache.EventHandler[T]{

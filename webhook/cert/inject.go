@@ -195,6 +195,10 @@ func (in *injector) sync(ctx context.Context, t target, want []byte) (string, er
 		}
 	}
 	if len(ops) > 1 {
+		// Not carrying the bundle until the patch lands: the grace period
+		// before a CA switch then counts from the patch, also when someone
+		// wrote an old bundle back or recreated the object.
+		in.setStatus(t, targetStatus{known: true})
 		body, err := json.Marshal(ops)
 		if err != nil {
 			return "", fmt.Errorf("encode caBundle patch for %s: %w", t, err)

@@ -297,6 +297,7 @@ func (s *Server) instrument(path string, h http.Handler) http.Handler {
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
+					inFlight.Dec() // net/http aborts the response; the gauge must not keep it
 					panic(p)
 				}
 				s.panicked(path, p, stack())

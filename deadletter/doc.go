@@ -38,6 +38,9 @@
 // its pure core; in short:
 //
 //   - newly dead here → written (Put), with this replica as "replica";
+//     dead here and stored with another record (written by the previous
+//     owner) → rewritten (Replace) only if the entry is still there when
+//     the write lands, so a replay asked meanwhile is not undone;
 //   - stored, not dead here, not being processed → queue.Restore: the load
 //     on start (the controller starts its workers only after it) and after
 //     a hand-off; a key being processed is restored after its reconcile

@@ -228,8 +228,8 @@ func (s *Syncer[K]) pass(ctx context.Context) {
 			delete(s.refused, k)
 		}
 	}
-	if len(puts) > 0 || len(plan.Delete) > 0 {
-		a, err := s.o.Store.Update(ctx, Change{Put: puts, Delete: plan.Delete})
+	if len(puts) > 0 || len(plan.Replace) > 0 || len(plan.Delete) > 0 {
+		a, err := s.o.Store.Update(ctx, Change{Put: puts, Replace: plan.Replace, Delete: plan.Delete})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("persist dead letters; retrying at the next pass", "err", err)

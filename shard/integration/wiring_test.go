@@ -34,7 +34,11 @@ import (
 // by two replicas at once and records who reconciled each key last.
 type fleet struct {
 	t        *testing.T
+	cfg      *rest.Config // the control plane; default env's
 	ns       string
+	scope    *cache.Scope     // the controller's ConfigMaps; default all of ns
+	field    shard.Field      // what places a key; default shard.UID
+	extra    []builder.Option // more Build options
 	group    string
 	weight   map[string]float64
 	requeue  time.Duration // every key is reconciled again this long after
@@ -64,7 +68,7 @@ type member struct {
 }
 
 func newFleet(t *testing.T, ns string) *fleet {
-	return &fleet{t: t, ns: ns, group: "cm", requeue: 300 * time.Millisecond, weight: map[string]float64{}, running: map[string]*member{},
+	return &fleet{t: t, cfg: env.Config(), ns: ns, group: "cm", requeue: 300 * time.Millisecond, weight: map[string]float64{}, running: map[string]*member{},
 		holder: map[types.NamespacedName]string{}, last: map[types.NamespacedName]reconcile{}}
 }
 
@@ -126,7 +130,7 @@ func (f *fleet) start(id string) *member {
 	f.t.Helper()
 	m := &member{id: id, done: make(chan error, 1)}
 	mgr, err := manager.New(manager.Options{
-		Config: countingConfig(env.Config(), &m.cut, &m.bytes), Addr: "-", KeepKlog: true,
+		Config: countingConfig(f.cfg, &m.cut, &m.bytes), Addr: "-", KeepKlog: true,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 		Shard: &shard.Options{Namespace: f.ns, Group: f.group, Identity: id, Weight: f.weight[id],
 			LeaseDuration: leaseDuration, RenewDeadline: renewDeadline, RetryPeriod: retryPeriod, ReleaseTimeout: 5 * time.Second},
@@ -135,14 +139,20 @@ func (f *fleet) start(id string) *member {
 		f.t.Fatal(err)
 	}
 	m.mgr = mgr
-	m.ctrl, err = builder.Build(mgr, f.reconcile(id), builder.Named("cm"),
-		builder.Scope[*corev1.ConfigMap](cache.Scope{Namespace: f.ns}),
+	scope := cache.Scope{Namespace: f.ns}
+	if f.scope != nil {
+		scope = *f.scope
+	}
+	opts := append([]builder.Option{builder.Named("cm"),
+		builder.Scope[*corev1.ConfigMap](scope),
 		builder.For[*corev1.ConfigMap](),
-		builder.WithOptions(controller.Options[controller.Request]{MinWorkers: 4, MaxWorkers: 4, RequeueQPS: -1, ShutdownTimeout: 5 * time.Second}))
+		builder.WithOptions(controller.Options[controller.Request]{MinWorkers: 4, MaxWorkers: 4, RequeueQPS: -1, ShutdownTimeout: 5 * time.Second})},
+		f.extra...)
+	m.ctrl, err = builder.Build(mgr, f.reconcile(id), opts...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	m.inf, err = client.InformerFor[*corev1.ConfigMap](mgr.Client(), cache.Scope{Namespace: f.ns})
+	m.inf, err = client.InformerFor[*corev1.ConfigMap](mgr.Client(), scope)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -214,7 +224,7 @@ func (f *fleet) settled() (bool, error) {
 func (f *fleet) ownerOf(obj metav1.Object) (string, int) {
 	owner, n := "", 0
 	for _, m := range f.members() {
-		if m.mgr.Shard().Replica().Assignment().Owns(shard.ItemOf(obj, shard.UID)) {
+		if m.mgr.Shard().Replica().Assignment().Owns(shard.ItemOf(obj, f.field)) {
 			owner, n = m.id, n+1
 		}
 	}
@@ -253,7 +263,12 @@ func (f *fleet) shutdown() {
 
 func createCMs(t *testing.T, ns string, n int) []*corev1.ConfigMap {
 	t.Helper()
-	cfg := rest.CopyConfig(env.Config())
+	return createCMsIn(t, env.Config(), ns, n)
+}
+
+func createCMsIn(t *testing.T, cfg *rest.Config, ns string, n int) []*corev1.ConfigMap {
+	t.Helper()
+	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = -1, 0
 	cs := clientset(t, cfg)
 	out := make([]*corev1.ConfigMap, n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -103,6 +104,7 @@ type x1Result struct {
 
 type x1Replica struct {
 	mgr  *manager.Manager
+	ctrl *controller.Controller[controller.Request]
 	inf  *cache.Informer[*corev1.ConfigMap]
 	stop context.CancelFunc
 	done chan error
@@ -170,16 +172,17 @@ func runX1(b *testing.B, env *testenv.Env, replicas, n int) x1Result {
 			}
 			return controller.Result{}, nil
 		}
-		if _, err := builder.Build(mgr, controller.ReconcileFunc[controller.Request](reconcile), builder.Named("x1"),
+		ctrl, err := builder.Build(mgr, controller.ReconcileFunc[controller.Request](reconcile), builder.Named("x1"),
 			builder.Scope[*corev1.ConfigMap](scope), builder.For[*corev1.ConfigMap](),
-			builder.WithOptions(controller.Options[controller.Request]{MinWorkers: x1Workers, MaxWorkers: x1Workers})); err != nil {
+			builder.WithOptions(controller.Options[controller.Request]{MinWorkers: x1Workers, MaxWorkers: x1Workers}))
+		if err != nil {
 			b.Fatal(err)
 		}
 		inf, err := client.InformerFor[*corev1.ConfigMap](c, scope)
 		if err != nil {
 			b.Fatal(err)
 		}
-		reps[i] = &x1Replica{mgr: mgr, inf: inf, done: make(chan error, 1)}
+		reps[i] = &x1Replica{mgr: mgr, ctrl: ctrl, inf: inf, done: make(chan error, 1)}
 	}
 
 	b.StartTimer()
@@ -209,10 +212,22 @@ func runX1(b *testing.B, env *testenv.Env, replicas, n int) x1Result {
 			}
 		}
 	}()
-	select {
-	case <-converged:
-	case <-ctx.Done():
-		b.Fatalf("%d replicas: %d of %d objects marked when the deadline passed", replicas, count.Load(), n)
+	// A run that stops making progress for a minute fails with what each
+	// replica knows of the keys still unmarked.
+	for last, lastAt := int64(-1), time.Now(); ; {
+		select {
+		case <-converged:
+		case <-time.After(time.Second):
+			if c := count.Load(); c != last {
+				last, lastAt = c, time.Now()
+				continue
+			}
+			if time.Since(lastAt) < time.Minute {
+				continue
+			}
+			b.Fatalf("%d replicas: %d of %d objects marked, no progress for a minute:\n%s", replicas, count.Load(), n, x1Stall(ctx, kube, ns, reps, &marked))
+		}
+		break
 	}
 	res := x1Result{converge: time.Since(start)}
 	b.StopTimer()
@@ -305,4 +320,42 @@ func x1Check(ctx context.Context, kube kubernetes.Interface, ns string, n int) e
 		}
 	}
 	return nil
+}
+
+// x1Stall describes a stalled run: each replica's ring and queue, and for
+// a few unmarked keys which replica owns them and which caches them.
+func x1Stall(ctx context.Context, kube kubernetes.Interface, ns string, reps []*x1Replica, marked *sync.Map) string {
+	var out strings.Builder
+	for i, r := range reps {
+		st := r.mgr.State().Shard
+		rec := httptest.NewRecorder()
+		r.mgr.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		dropped := ""
+		for line := range strings.Lines(rec.Body.String()) {
+			if strings.HasPrefix(line, "skiff_shard_dropped_keys_total") {
+				dropped = strings.TrimSpace(line)
+			}
+		}
+		fmt.Fprintf(&out, "r%d: ring %s active %v members %d owns %.3f; queue %d, stats %+v; cache %d; %s\n", i+1, st.Version, st.Active,
+			len(st.Members), st.OwnedFraction, r.ctrl.QueueDepth(), r.ctrl.Stats(), r.inf.Store().Len(), dropped)
+	}
+	list, err := kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: x1Label + "=obj"})
+	if err != nil {
+		fmt.Fprintf(&out, "list: %v\n", err)
+		return out.String()
+	}
+	shown := 0
+	for _, cm := range list.Items {
+		if _, ok := marked.Load(types.NamespacedName{Namespace: cm.Namespace, Name: cm.Name}); ok || shown == 10 {
+			continue
+		}
+		shown++
+		fmt.Fprintf(&out, "%s (server mark %q):", cm.Name, cm.Annotations[x1Mark])
+		for i, r := range reps {
+			_, cached := r.inf.Lister().Get(cm.Namespace, cm.Name)
+			fmt.Fprintf(&out, " r%d owns=%v cached=%v;", i+1, r.mgr.Shard().Replica().Assignment().Owns(shard.ItemOf(&cm, shard.UID)), cached)
+		}
+		out.WriteString("\n")
+	}
+	return out.String()
 }

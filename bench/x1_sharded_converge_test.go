@@ -78,19 +78,21 @@ func BenchmarkShardedConverge(b *testing.B) {
 	env := shardEnv(b)
 	for _, replicas := range []int{1, 3} {
 		b.Run(fmt.Sprintf("impl=skiff/replicas=%d", replicas), func(b *testing.B) {
-			var converge, settle, live, cachedMax float64
+			var converge, settle, live, cachedMax, work float64
 			for range b.N {
 				r := runX1(b, env, replicas, n)
 				converge += r.converge.Seconds()
 				settle += r.settle.Seconds()
 				live += r.livePerReplica / float64(n)
 				cachedMax += float64(r.cachedMax) / float64(n)
+				work += float64(r.works) / float64(n)
 			}
 			k := float64(b.N)
 			b.ReportMetric(converge/k, "converge-s")
 			b.ReportMetric(settle/k, "settle-s")
 			b.ReportMetric(live/k, "live-B/obj")
 			b.ReportMetric(cachedMax/k, "cached-max-frac")
+			b.ReportMetric(work/k, "works/obj")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -100,6 +102,7 @@ type x1Result struct {
 	converge, settle time.Duration
 	livePerReplica   float64 // heap after GC, minus before the replicas started, per replica
 	cachedMax        int     // objects in the fullest replica's cache
+	works            int64   // reconciles that did the work (slept and wrote) until converged
 }
 
 type x1Replica struct {
@@ -132,7 +135,7 @@ func runX1(b *testing.B, env *testenv.Env, replicas, n int) x1Result {
 	}
 
 	var marked sync.Map // key → struct{}: the server accepted the mark
-	var count atomic.Int64
+	var count, works atomic.Int64
 	converged := make(chan struct{})
 	scope := cache.Scope{Namespace: ns, LabelSelector: x1Label + "=obj"}
 	_, before := heapAfterGC()
@@ -157,6 +160,7 @@ func runX1(b *testing.B, env *testenv.Env, replicas, n int) x1Result {
 			if cm.Annotations[x1Mark] != "" {
 				return controller.Result{}, nil
 			}
+			works.Add(1)
 			select { // the reconcile's I/O
 			case <-time.After(x1Work):
 			case <-ctx.Done():
@@ -229,7 +233,7 @@ func runX1(b *testing.B, env *testenv.Env, replicas, n int) x1Result {
 		}
 		break
 	}
-	res := x1Result{converge: time.Since(start)}
+	res := x1Result{converge: time.Since(start), works: works.Load()}
 	b.StopTimer()
 	res.settle = <-settled
 

@@ -238,6 +238,12 @@ func (s *Syncer[K]) pass(ctx context.Context) {
 			if ctx.Err() == nil {
 				s.log.Error("persist dead letters; retrying at the next pass", "err", err)
 			}
+			// Entries meant to go stay held, so the next pass deletes
+			// them again rather than loading them back as dead letters
+			// (which would undo a replay).
+			for _, k := range plan.Delete {
+				held[k] = true
+			}
 			s.setHeld(held)
 			return
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -245,5 +246,54 @@ func checkShardDebug(t *testing.T, m *member) {
 	h.ServeHTTP(rr, req)
 	if body := rr.Body.String(); !strings.Contains(body, "shard group cm") || !strings.Contains(body, m.id) {
 		t.Errorf("%s: the HTML page has no shard section for group cm", m.id)
+	}
+}
+
+// TestFencedReplicaResumesItsKeys: a replica that cannot renew its Lease
+// for longer than RenewDeadline fences itself and refuses its keys; once it
+// renews again, before the others expire it, it activates the same ring
+// again and must reconcile the keys it refused meanwhile.
+func TestFencedReplicaResumesItsKeys(t *testing.T) {
+	ns := testenv.Namespace(t, env.Config())
+	objs := createCMs(t, ns, 60)
+	f := newFleet(t, ns)
+	f.leaseDuration = 15 * time.Second // the others wait that long: the fence ends first
+	defer f.shutdown()
+	var ms []*member
+	for _, id := range []string{"r1", "r2", "r3"} {
+		ms = append(ms, f.start(id))
+	}
+	testenv.Eventually(t, 30*time.Second, "3 replicas settled", f.settled)
+	f.reconciledByOwners(objs, time.Now(), 30*time.Second)
+	m := ms[0]
+	version := m.mgr.Shard().Replica().Assignment().Version
+	dropped := testutil.ToFloat64(m.mgr.Shard().Dropped("cm"))
+	m.leasesCut.Store(true)
+	testenv.Eventually(t, 10*time.Second, "r1 fenced", func() (bool, error) {
+		return !m.mgr.Shard().Replica().Assignment().Active, nil
+	})
+	// Its keys come back every 300 ms (RequeueAfter) and are refused now.
+	owned := 0
+	for _, o := range objs {
+		if owner, _ := f.ownerOf(o); owner == m.id {
+			owned++
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "r1 refused its keys while fenced", func() (bool, error) {
+		if d := testutil.ToFloat64(m.mgr.Shard().Dropped("cm")) - dropped; d < float64(owned) {
+			return false, fmt.Errorf("%v of %d keys dropped", d, owned)
+		}
+		return true, nil
+	})
+	m.leasesCut.Store(false)
+	testenv.Eventually(t, 10*time.Second, "r1 active again", func() (bool, error) {
+		return m.mgr.Shard().Replica().Assignment().Active, nil
+	})
+	if v := m.mgr.Shard().Replica().Assignment().Version; v != version {
+		t.Logf("the ring changed during the fence (%s → %s): the test did not exercise re-activation of the same ring", version, v)
+	}
+	f.reconciledByOwners(objs, time.Now(), 20*time.Second)
+	if f.overlaps.Load() > 0 {
+		t.Errorf("%d overlapping reconciles", f.overlaps.Load())
 	}
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -33,22 +34,24 @@ import (
 // manager's Options.Shard. The reconciler checks that no key is reconciled
 // by two replicas at once and records who reconciled each key last.
 type fleet struct {
-	t        *testing.T
-	cfg      *rest.Config // the control plane; default env's
-	ns       string
-	scope    *cache.Scope     // the controller's ConfigMaps; default all of ns
-	field    shard.Field      // what places a key; default shard.UID
-	extra    []builder.Option // more Build options
-	group    string
-	weight   map[string]float64
-	requeue  time.Duration // every key is reconciled again this long after
-	mu       sync.Mutex
-	running  map[string]*member
-	all      []*member
-	holder   map[types.NamespacedName]string    // key → replica reconciling it now
-	last     map[types.NamespacedName]reconcile // key → last reconcile
-	overlaps atomic.Int64
-	wg       sync.WaitGroup
+	t     *testing.T
+	cfg   *rest.Config // the control plane; default env's
+	ns    string
+	scope *cache.Scope     // the controller's ConfigMaps; default all of ns
+	field shard.Field      // what places a key; default shard.UID
+	extra []builder.Option // more Build options
+	// leaseDuration of the replicas; default the package's leaseDuration.
+	leaseDuration time.Duration
+	group         string
+	weight        map[string]float64
+	requeue       time.Duration // every key is reconciled again this long after
+	mu            sync.Mutex
+	running       map[string]*member
+	all           []*member
+	holder        map[types.NamespacedName]string    // key → replica reconciling it now
+	last          map[types.NamespacedName]reconcile // key → last reconcile
+	overlaps      atomic.Int64
+	wg            sync.WaitGroup
 }
 
 type reconcile struct {
@@ -57,14 +60,17 @@ type reconcile struct {
 }
 
 type member struct {
-	id    string
-	mgr   *manager.Manager
-	ctrl  *controller.Controller[controller.Request]
-	inf   *cache.Informer[*corev1.ConfigMap]
-	cut   atomic.Bool
-	bytes atomic.Int64 // ConfigMap list and watch bytes read
-	stop  context.CancelFunc
-	done  chan error
+	id   string
+	mgr  *manager.Manager
+	ctrl *controller.Controller[controller.Request]
+	inf  *cache.Informer[*corev1.ConfigMap]
+	cut  atomic.Bool
+	// leasesCut fails only its Lease requests: it cannot renew (and so
+	// fences itself) while its informers and writes keep working.
+	leasesCut atomic.Bool
+	bytes     atomic.Int64 // ConfigMap list and watch bytes read
+	stop      context.CancelFunc
+	done      chan error
 }
 
 func newFleet(t *testing.T, ns string) *fleet {
@@ -99,10 +105,16 @@ func (f *fleet) reconcile(id string) controller.ReconcileFunc[controller.Request
 // and fails every request while cut is set (a replica cut off from the API
 // server: it can neither renew nor release its Lease).
 func countingConfig(cfg *rest.Config, cut *atomic.Bool, n *atomic.Int64) *rest.Config {
+	return cuttableConfig(cfg, cut, nil, n)
+}
+
+// cuttableConfig is countingConfig that also fails Lease requests while
+// leasesCut (if non-nil) is set.
+func cuttableConfig(cfg *rest.Config, cut, leasesCut *atomic.Bool, n *atomic.Int64) *rest.Config {
 	c := rest.CopyConfig(cfg)
 	c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if cut.Load() {
+			if cut.Load() || (leasesCut != nil && leasesCut.Load() && strings.Contains(r.URL.Path, "/leases")) {
 				return nil, fmt.Errorf("test: connection cut")
 			}
 			resp, err := rt.RoundTrip(r)
@@ -130,10 +142,10 @@ func (f *fleet) start(id string) *member {
 	f.t.Helper()
 	m := &member{id: id, done: make(chan error, 1)}
 	mgr, err := manager.New(manager.Options{
-		Config: countingConfig(f.cfg, &m.cut, &m.bytes), Addr: "-", KeepKlog: true,
+		Config: cuttableConfig(f.cfg, &m.cut, &m.leasesCut, &m.bytes), Addr: "-", KeepKlog: true,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 		Shard: &shard.Options{Namespace: f.ns, Group: f.group, Identity: id, Weight: f.weight[id],
-			LeaseDuration: leaseDuration, RenewDeadline: renewDeadline, RetryPeriod: retryPeriod, ReleaseTimeout: 5 * time.Second},
+			LeaseDuration: cmp.Or(f.leaseDuration, leaseDuration), RenewDeadline: renewDeadline, RetryPeriod: retryPeriod, ReleaseTimeout: 5 * time.Second},
 	})
 	if err != nil {
 		f.t.Fatal(err)

@@ -275,6 +275,12 @@ func (d *shardDriver[T]) Run(ctx context.Context) error {
 					}
 				}
 				activeVersion, activeRanges = a.Version, a.Ranges
+			}
+			if a.Active {
+				// Also when the version did not change: a member that was
+				// fenced (no renewal within RenewDeadline) and renewed
+				// again before the others expired it activates the same
+				// ring, and the keys it refused meanwhile wait here.
 				g.requeueRetries()
 			}
 		}

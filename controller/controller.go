@@ -80,7 +80,9 @@ type Options[K comparable] struct {
 	// protocol), starts the workers only after the persisted dead letters
 	// of owned keys are loaded into the queue (or after 30 s, logged, if
 	// the store cannot be read), and DeadLetterInfos, ReplayKey and
-	// ReplayAll cover every replica's dead letters. Default nil: dead
+	// ReplayAll cover every replica's dead letters. A key whose persisted
+	// dead letter is not loaded here yet (just handed over) is not
+	// reconciled: it stays dead until a replay. Default nil: dead
 	// letters live only in the queue.
 	DeadLetterStore *deadletter.Store
 	// DeadLetterCodec turns keys into the store's strings and back.

@@ -160,6 +160,10 @@ func (c *Controller[K]) setActive(delta int) {
 	}
 }
 
+// restoreRecheck is how soon a worker looks again at a key it did not
+// reconcile because its persisted dead letter was about to be restored.
+const restoreRecheck = 200 * time.Millisecond
+
 // work takes keys until getCtx ends (the worker is retired or the
 // controller stops); a key taken is always reconciled and marked done.
 func (c *Controller[K]) work(getCtx, recCtx context.Context) {
@@ -185,6 +189,16 @@ func (c *Controller[K]) process(ctx context.Context, key K) {
 		}
 		defer release() // after the result is applied, before the caller's Done
 		ctx = gctx
+	}
+	if c.dl != nil && c.dl.Restorable(key) {
+		// Its persisted dead letter (the previous owner's, or from before
+		// a restart) is about to be restored: it used up its budget. Look
+		// again shortly in case the store's pass ran while this worker held
+		// the key (Restore refuses a key being processed).
+		c.q.Forget(key)
+		c.q.AddWith(key, queue.AddOptions{After: restoreRecheck, BypassBackoff: true})
+		c.dl.Finished(key, false)
+		return
 	}
 	c.setActive(1)
 	start := c.clock.Now()

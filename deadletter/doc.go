@@ -38,10 +38,16 @@
 // its pure core; in short:
 //
 //   - newly dead here → written (Put), with this replica as "replica";
+//     dead here and stored with another record (written by the previous
+//     owner) → rewritten (Replace) only if the entry is still there when
+//     the write lands, so a replay asked meanwhile is not undone;
 //   - stored, not dead here, not being processed → queue.Restore: the load
 //     on start (the controller starts its workers only after it) and after
 //     a hand-off; a key being processed is restored after its reconcile
-//     unless that reconcile succeeded, then its entry is deleted;
+//     unless that reconcile succeeded, then its entry is deleted. Until a
+//     pass has restored it, the controller's workers do not reconcile such
+//     a key (Syncer.Restorable): after a hand-off the new owner's cache
+//     may deliver the object before the pass that knows it owns the key;
 //   - dead here and its entry deleted by someone else → queue.Replay: a
 //     replay requested on another replica (or by deleting the data key by
 //     hand);
@@ -59,7 +65,9 @@
 //     persisted; the next owner reconciles it again with a fresh budget.
 //   - The API server is unreachable: writes fail (logged, counted in
 //     skiff_deadletter_write_errors_total) and are retried at the next pass
-//     (every change, and every 10 s); dead letters stay in the queue.
+//     (every change, and every 10 s); dead letters stay in the queue, and
+//     entries a failed write meant to delete are deleted again (not
+//     restored: that would undo a replay).
 //   - A replica stops owning a key: the key's entry stays (the new owner
 //     restores it); the old replica's queue keeps its copy, which it no
 //     longer syncs.

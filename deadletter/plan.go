@@ -6,11 +6,15 @@ import (
 	"slices"
 )
 
-// Change is a set of writes to the ConfigMap's data: entries to put and
-// keys (Entry.Key) whose entries to delete.
+// Change is a set of writes to the ConfigMap's data: entries to put,
+// entries to replace, and keys (Entry.Key) whose entries to delete.
 type Change struct {
-	Put    []Entry
-	Delete []string
+	Put []Entry
+	// Replace rewrites entries the writer saw stored, only if they are
+	// still there when the write is applied: an entry deleted meanwhile
+	// (a replay asked on another replica) is not brought back.
+	Replace []Entry
+	Delete  []string
 }
 
 // Applied says what Apply did.
@@ -18,11 +22,14 @@ type Applied struct {
 	Changed bool     // data differs from before
 	Deleted []string // keys whose entries were there and are gone
 	Refused []string // keys not put: the bound was reached
+	// Vanished are keys of Replace whose entries were gone.
+	Vanished []string
 }
 
 // Apply applies c to data in place, the pure core of every store write.
 // Deletes come first and remove only valid entries of the key (a
-// malformed value under its data key stays, to be looked at). A put of a
+// malformed value under its data key stays, to be looked at). A replace
+// writes only over a data key that is there. A put of a
 // key already stored replaces its entry; a put of a new key is refused
 // once data holds maxEntries data keys (malformed ones count: they take
 // space too). Puts are tried oldest LastFailure first, so under the bound
@@ -41,6 +48,22 @@ func Apply(data map[string]string, c Change, maxEntries int) (Applied, error) {
 		delete(data, dk)
 		a.Changed = true
 		a.Deleted = append(a.Deleted, k)
+	}
+	for _, e := range c.Replace {
+		dk := DataKey(e.Key)
+		old, exists := data[dk]
+		if !exists {
+			a.Vanished = append(a.Vanished, e.Key)
+			continue
+		}
+		v, err := Encode(e)
+		if err != nil {
+			return a, err
+		}
+		if old != v {
+			data[dk] = v
+			a.Changed = true
+		}
 	}
 	puts := slices.Clone(c.Put)
 	slices.SortStableFunc(puts, func(x, y Entry) int { return cmp.Compare(x.LastFailure.UnixNano(), y.LastFailure.UnixNano()) })
@@ -80,7 +103,8 @@ type Input struct {
 // Plan is what a pass does. The driver performs it and then adds to Held
 // the keys whose Put or Restore succeeded.
 type Plan struct {
-	Put     []Entry  // dead here and not persisted (or persisted differently)
+	Put     []Entry  // dead here and not persisted
+	Replace []Entry  // dead here and persisted differently
 	Delete  []string // persisted, but no longer dead anywhere
 	Restore []Entry  // persisted and not dead here: load into the queue
 	Replay  []string // dead here, and its entry was deleted elsewhere
@@ -91,8 +115,10 @@ type Plan struct {
 // or Held (each key: dead here D, stored S, held H):
 //
 //	D  S  H   action
-//	✓  ✓  ·   held; Put the local record if the stored one differs (for
-//	          example another replica wrote it before a hand-off)
+//	✓  ✓  ·   held; Replace with the local record if the stored one
+//	          differs (for example another replica wrote it before a
+//	          hand-off); if a replay deletes the entry first, the replace
+//	          does not bring it back and the next pass replays the key
 //	✓  ✗  ✓   Replay: the entry was deleted by another replica (a replay
 //	          requested there) or by hand
 //	✓  ✗  ✗   Put: newly dead here
@@ -118,7 +144,7 @@ func Decide(in Input) Plan {
 		case dead && persisted:
 			p.Held[k] = true
 			if !sameEntry(local, stored) {
-				p.Put = append(p.Put, local)
+				p.Replace = append(p.Replace, local)
 			}
 		case dead && held:
 			p.Replay = append(p.Replay, k)

@@ -19,13 +19,14 @@ func entry(key, replica string, attempts int) deadletter.Entry {
 func TestDecide(t *testing.T) {
 	me := "me"
 	for _, tc := range []struct {
-		name                                 string
-		dead, stored, held, succeeded        bool
-		storedBy                             string
-		put, del, restore, replay, heldAfter bool
+		name                               string
+		dead, stored, held, succeeded      bool
+		storedBy                           string
+		put, replace, del, restore, replay bool
+		heldAfter                          bool
 	}{
 		{name: "dead and stored as written", dead: true, stored: true, storedBy: me, heldAfter: true},
-		{name: "dead, stored by another replica", dead: true, stored: true, storedBy: "other", put: true, heldAfter: true},
+		{name: "dead, stored by another replica", dead: true, stored: true, storedBy: "other", replace: true, heldAfter: true},
 		{name: "dead, held, entry deleted elsewhere", dead: true, held: true, replay: true},
 		{name: "newly dead", dead: true, put: true},
 		{name: "replayed here through the queue", stored: true, storedBy: me, held: true, del: true},
@@ -45,13 +46,16 @@ func TestDecide(t *testing.T) {
 			in.Held["k"] = tc.held
 			in.Succeeded["k"] = tc.succeeded
 			p := deadletter.Decide(in)
-			got := fmt.Sprintf("put=%v del=%v restore=%v replay=%v held=%v", len(p.Put) == 1, len(p.Delete) == 1, len(p.Restore) == 1, len(p.Replay) == 1, p.Held["k"])
-			want := fmt.Sprintf("put=%v del=%v restore=%v replay=%v held=%v", tc.put, tc.del, tc.restore, tc.replay, tc.heldAfter)
+			got := fmt.Sprintf("put=%v replace=%v del=%v restore=%v replay=%v held=%v", len(p.Put) == 1, len(p.Replace) == 1, len(p.Delete) == 1, len(p.Restore) == 1, len(p.Replay) == 1, p.Held["k"])
+			want := fmt.Sprintf("put=%v replace=%v del=%v restore=%v replay=%v held=%v", tc.put, tc.replace, tc.del, tc.restore, tc.replay, tc.heldAfter)
 			if got != want {
 				t.Fatalf("got %s, want %s", got, want)
 			}
 			if tc.put && p.Put[0].Replica != me {
 				t.Fatalf("put %+v, want the local record", p.Put[0])
+			}
+			if tc.replace && p.Replace[0].Replica != me {
+				t.Fatalf("replace %+v, want the local record", p.Replace[0])
 			}
 		})
 	}
@@ -75,6 +79,13 @@ func TestApply(t *testing.T) {
 	a, _ = deadletter.Apply(data, deadletter.Change{Put: []deadletter.Entry{entry("a", "other", 1)}}, 3)
 	if a.Changed {
 		t.Fatal("an identical put changed data")
+	}
+	// A replace writes only over an entry still there: one deleted
+	// meanwhile (a replay elsewhere) is not brought back, even with room.
+	a, _ = deadletter.Apply(data, deadletter.Change{Replace: []deadletter.Entry{entry("a", "me", 1), entry("gone", "me", 1)}}, 10)
+	if !a.Changed || !slices.Equal(a.Vanished, []string{"gone"}) || data[deadletter.DataKey("gone")] != "" ||
+		!strings.Contains(data[deadletter.DataKey("a")], `"me"`) {
+		t.Fatalf("replace: %+v, data %v", a, data)
 	}
 	// Deletes remove valid entries only: the junk stays, unknown keys are no-ops.
 	data["x"] = `{"key":"y","attempts":1}` // a malformed value under some data key

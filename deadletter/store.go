@@ -180,6 +180,22 @@ func (s *Store) Snapshot() Snapshot {
 	return snap
 }
 
+// Has reports whether the newest ConfigMap known (as Snapshot) holds a
+// valid entry for key (an Entry.Key). It decodes only that entry.
+func (s *Store) Has(key string) bool {
+	cm := s.current()
+	if cm == nil {
+		return false
+	}
+	dk := DataKey(key)
+	v, ok := cm.Data[dk]
+	if !ok {
+		return false
+	}
+	e, err := Decode(dk, v)
+	return err == nil && e.Key == key
+}
+
 // current returns the newest of the informer's object and the last one
 // written (nil if there is none).
 func (s *Store) current() *corev1.ConfigMap {

@@ -56,6 +56,8 @@ type Syncer[K comparable] struct {
 	// passMu serialises passes and replays, so a replay never interleaves
 	// with a pass that planned from an older view.
 	passMu sync.Mutex
+	// held is written under passMu and heldMu, read under either.
+	heldMu sync.Mutex
 	held   map[string]bool
 	// refused holds keys the bound kept out; they are put again only when
 	// the store has room.
@@ -176,7 +178,9 @@ func (s *Syncer[K]) pass(ctx context.Context) {
 			// Handed off: the new owner loads the persisted entry, so the
 			// copy here goes. One not persisted yet stays until it is.
 			if _, stored := snap.Entries[k]; stored && s.o.Queue.Discard(d.Key) {
+				s.heldMu.Lock()
 				delete(s.held, k)
+				s.heldMu.Unlock()
 				s.log.Info("dead letter handed off to the key's new owner", "key", k)
 			}
 			continue
@@ -228,13 +232,19 @@ func (s *Syncer[K]) pass(ctx context.Context) {
 			delete(s.refused, k)
 		}
 	}
-	if len(puts) > 0 || len(plan.Delete) > 0 {
-		a, err := s.o.Store.Update(ctx, Change{Put: puts, Delete: plan.Delete})
+	if len(puts) > 0 || len(plan.Replace) > 0 || len(plan.Delete) > 0 {
+		a, err := s.o.Store.Update(ctx, Change{Put: puts, Replace: plan.Replace, Delete: plan.Delete})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("persist dead letters; retrying at the next pass", "err", err)
 			}
-			s.held = held
+			// Entries meant to go stay held, so the next pass deletes
+			// them again rather than loading them back as dead letters
+			// (which would undo a replay).
+			for _, k := range plan.Delete {
+				held[k] = true
+			}
+			s.setHeld(held)
 			return
 		}
 		refused := map[string]bool{}
@@ -248,7 +258,41 @@ func (s *Syncer[K]) pass(ctx context.Context) {
 			}
 		}
 	}
+	s.setHeld(held)
+}
+
+func (s *Syncer[K]) setHeld(held map[string]bool) {
+	s.heldMu.Lock()
 	s.held = held
+	s.heldMu.Unlock()
+}
+
+// Restorable reports whether key's dead letter is persisted, and owned
+// here, but not in this replica's queue: written by the key's previous
+// owner or before a restart, and waiting for a pass to restore it. Such a
+// key used up its retry budget, so its worker must not reconcile it (the
+// controller does not); when Restorable reports true it also asks for a
+// pass. A key replayed here, or whose reconcile succeeded while it waited,
+// is not restorable. Safe for concurrent use; it does not wait for a pass.
+func (s *Syncer[K]) Restorable(key K) bool {
+	k := s.o.Codec.Encode(key)
+	if !s.o.Store.Has(k) || !s.owns(key) {
+		return false
+	}
+	s.heldMu.Lock()
+	held := s.held[k]
+	s.heldMu.Unlock()
+	s.mu.Lock()
+	succeeded := s.succeeded[k]
+	s.mu.Unlock()
+	if held || succeeded {
+		return false
+	}
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // deadLetterOf turns a stored entry back into a queue dead letter.
@@ -306,9 +350,11 @@ func (s *Syncer[K]) replayLocked(ctx context.Context, keys []string, local []K) 
 		return false, err
 	}
 	found := len(a.Deleted) > 0
+	s.heldMu.Lock()
 	for _, k := range keys {
 		delete(s.held, k)
 	}
+	s.heldMu.Unlock()
 	for _, k := range local {
 		if s.o.Queue.Replay(k) {
 			found = true

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -33,18 +34,24 @@ import (
 // manager's Options.Shard. The reconciler checks that no key is reconciled
 // by two replicas at once and records who reconciled each key last.
 type fleet struct {
-	t        *testing.T
-	ns       string
-	group    string
-	weight   map[string]float64
-	requeue  time.Duration // every key is reconciled again this long after
-	mu       sync.Mutex
-	running  map[string]*member
-	all      []*member
-	holder   map[types.NamespacedName]string    // key → replica reconciling it now
-	last     map[types.NamespacedName]reconcile // key → last reconcile
-	overlaps atomic.Int64
-	wg       sync.WaitGroup
+	t     *testing.T
+	cfg   *rest.Config // the control plane; default env's
+	ns    string
+	scope *cache.Scope     // the controller's ConfigMaps; default all of ns
+	field shard.Field      // what places a key; default shard.UID
+	extra []builder.Option // more Build options
+	// leaseDuration of the replicas; default the package's leaseDuration.
+	leaseDuration time.Duration
+	group         string
+	weight        map[string]float64
+	requeue       time.Duration // every key is reconciled again this long after
+	mu            sync.Mutex
+	running       map[string]*member
+	all           []*member
+	holder        map[types.NamespacedName]string    // key → replica reconciling it now
+	last          map[types.NamespacedName]reconcile // key → last reconcile
+	overlaps      atomic.Int64
+	wg            sync.WaitGroup
 }
 
 type reconcile struct {
@@ -53,18 +60,21 @@ type reconcile struct {
 }
 
 type member struct {
-	id    string
-	mgr   *manager.Manager
-	ctrl  *controller.Controller[controller.Request]
-	inf   *cache.Informer[*corev1.ConfigMap]
-	cut   atomic.Bool
-	bytes atomic.Int64 // ConfigMap list and watch bytes read
-	stop  context.CancelFunc
-	done  chan error
+	id   string
+	mgr  *manager.Manager
+	ctrl *controller.Controller[controller.Request]
+	inf  *cache.Informer[*corev1.ConfigMap]
+	cut  atomic.Bool
+	// leasesCut fails only its Lease requests: it cannot renew (and so
+	// fences itself) while its informers and writes keep working.
+	leasesCut atomic.Bool
+	bytes     atomic.Int64 // ConfigMap list and watch bytes read
+	stop      context.CancelFunc
+	done      chan error
 }
 
 func newFleet(t *testing.T, ns string) *fleet {
-	return &fleet{t: t, ns: ns, group: "cm", requeue: 300 * time.Millisecond, weight: map[string]float64{}, running: map[string]*member{},
+	return &fleet{t: t, cfg: env.Config(), ns: ns, group: "cm", requeue: 300 * time.Millisecond, weight: map[string]float64{}, running: map[string]*member{},
 		holder: map[types.NamespacedName]string{}, last: map[types.NamespacedName]reconcile{}}
 }
 
@@ -95,10 +105,16 @@ func (f *fleet) reconcile(id string) controller.ReconcileFunc[controller.Request
 // and fails every request while cut is set (a replica cut off from the API
 // server: it can neither renew nor release its Lease).
 func countingConfig(cfg *rest.Config, cut *atomic.Bool, n *atomic.Int64) *rest.Config {
+	return cuttableConfig(cfg, cut, nil, n)
+}
+
+// cuttableConfig is countingConfig that also fails Lease requests while
+// leasesCut (if non-nil) is set.
+func cuttableConfig(cfg *rest.Config, cut, leasesCut *atomic.Bool, n *atomic.Int64) *rest.Config {
 	c := rest.CopyConfig(cfg)
 	c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if cut.Load() {
+			if cut.Load() || (leasesCut != nil && leasesCut.Load() && strings.Contains(r.URL.Path, "/leases")) {
 				return nil, fmt.Errorf("test: connection cut")
 			}
 			resp, err := rt.RoundTrip(r)
@@ -126,23 +142,29 @@ func (f *fleet) start(id string) *member {
 	f.t.Helper()
 	m := &member{id: id, done: make(chan error, 1)}
 	mgr, err := manager.New(manager.Options{
-		Config: countingConfig(env.Config(), &m.cut, &m.bytes), Addr: "-", KeepKlog: true,
+		Config: cuttableConfig(f.cfg, &m.cut, &m.leasesCut, &m.bytes), Addr: "-", KeepKlog: true,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 		Shard: &shard.Options{Namespace: f.ns, Group: f.group, Identity: id, Weight: f.weight[id],
-			LeaseDuration: leaseDuration, RenewDeadline: renewDeadline, RetryPeriod: retryPeriod, ReleaseTimeout: 5 * time.Second},
+			LeaseDuration: cmp.Or(f.leaseDuration, leaseDuration), RenewDeadline: renewDeadline, RetryPeriod: retryPeriod, ReleaseTimeout: 5 * time.Second},
 	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	m.mgr = mgr
-	m.ctrl, err = builder.Build(mgr, f.reconcile(id), builder.Named("cm"),
-		builder.Scope[*corev1.ConfigMap](cache.Scope{Namespace: f.ns}),
+	scope := cache.Scope{Namespace: f.ns}
+	if f.scope != nil {
+		scope = *f.scope
+	}
+	opts := append([]builder.Option{builder.Named("cm"),
+		builder.Scope[*corev1.ConfigMap](scope),
 		builder.For[*corev1.ConfigMap](),
-		builder.WithOptions(controller.Options[controller.Request]{MinWorkers: 4, MaxWorkers: 4, RequeueQPS: -1, ShutdownTimeout: 5 * time.Second}))
+		builder.WithOptions(controller.Options[controller.Request]{MinWorkers: 4, MaxWorkers: 4, RequeueQPS: -1, ShutdownTimeout: 5 * time.Second})},
+		f.extra...)
+	m.ctrl, err = builder.Build(mgr, f.reconcile(id), opts...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	m.inf, err = client.InformerFor[*corev1.ConfigMap](mgr.Client(), cache.Scope{Namespace: f.ns})
+	m.inf, err = client.InformerFor[*corev1.ConfigMap](mgr.Client(), scope)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -214,7 +236,7 @@ func (f *fleet) settled() (bool, error) {
 func (f *fleet) ownerOf(obj metav1.Object) (string, int) {
 	owner, n := "", 0
 	for _, m := range f.members() {
-		if m.mgr.Shard().Replica().Assignment().Owns(shard.ItemOf(obj, shard.UID)) {
+		if m.mgr.Shard().Replica().Assignment().Owns(shard.ItemOf(obj, f.field)) {
 			owner, n = m.id, n+1
 		}
 	}
@@ -253,7 +275,12 @@ func (f *fleet) shutdown() {
 
 func createCMs(t *testing.T, ns string, n int) []*corev1.ConfigMap {
 	t.Helper()
-	cfg := rest.CopyConfig(env.Config())
+	return createCMsIn(t, env.Config(), ns, n)
+}
+
+func createCMsIn(t *testing.T, cfg *rest.Config, ns string, n int) []*corev1.ConfigMap {
+	t.Helper()
+	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = -1, 0
 	cs := clientset(t, cfg)
 	out := make([]*corev1.ConfigMap, n)

@@ -74,9 +74,9 @@ type reflector[T Object] struct {
 	store  *Writer[T]
 	// reuse, if not nil, is told what the store holds (see specReuse);
 	// the watch decoder fills it on this goroutine.
-	reuse  *specReuse
-	stats  *informerStats
-	onErr  func(error)
+	reuse *specReuse
+	stats *informerStats
+	onErr func(error)
 	// dmu is held around each store write and its emit, so that handler
 	// registration sees a consistent store and event stream.
 	dmu *sync.Mutex

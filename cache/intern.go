@@ -36,7 +36,9 @@ const (
 //
 // Shared maps are why interning runs after Transform: from then on the
 // object is read-only, and a reader that writes into a cached object's map
-// (never allowed) would now change other objects too.
+// (never allowed) would now change other objects too. Spec reuse (see
+// specReuse) shares a cached object's whole spec with its next version
+// under the same rule.
 type interner struct {
 	mu    sync.Mutex
 	m     map[string]string

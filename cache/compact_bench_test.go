@@ -36,7 +36,7 @@ func BenchmarkStoreReads(b *testing.B) {
 				for i := range n {
 					p := DefaultTransform(realisticPod(i))
 					if mode == "plain" {
-						in.object(p)
+						in.object(p, false)
 					}
 					w.Upsert(p)
 				}

@@ -53,7 +53,7 @@ func BenchmarkDecodePods(b *testing.B) {
 					}
 					p := DefaultTransform(obj.(*corev1.Pod))
 					if m.intern {
-						in.object(p)
+						in.object(p, false)
 					}
 					pods[i] = p
 				}

@@ -44,7 +44,7 @@ type Informer[T Object] struct {
 // New returns an informer over src. It starts nothing; call Run.
 func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 	name := orDefault(o.Name, src.Resource)
-	src, o = leanSource(src, o)
+	src, o, reuse := leanSource(src, o)
 	if o.Transform == nil {
 		o.Transform = DefaultTransform[T]
 	}
@@ -78,6 +78,7 @@ func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 		resource: src.Resource,
 		log:      log.With("informer", name),
 		store:    writer,
+		reuse:    reuse,
 		stats:    inf.stats,
 		onErr:    o.OnError,
 		dmu:      &inf.mu,

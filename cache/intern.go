@@ -36,7 +36,9 @@ const (
 //
 // Shared maps are why interning runs after Transform: from then on the
 // object is read-only, and a reader that writes into a cached object's map
-// (never allowed) would now change other objects too.
+// (never allowed) would now change other objects too. Spec reuse (see
+// specReuse) shares a cached object's whole spec with its next version
+// under the same rule.
 type interner struct {
 	mu    sync.Mutex
 	m     map[string]string
@@ -130,13 +132,17 @@ func (in *interner) slice(vs []string) {
 }
 
 // object interns the strings of obj that repeat across objects: all of a
-// Pod's, and the ObjectMeta of any other type that embeds one.
-func (in *interner) object(obj any) {
+// Pod's, and the ObjectMeta of any other type that embeds one. With
+// sharedSpec, obj's Spec is shared with a cached object (see specReuse):
+// it was interned then, and is read-only now.
+func (in *interner) object(obj any, sharedSpec bool) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		in.mu.Lock()
 		in.meta(&o.ObjectMeta)
-		in.podSpec(&o.Spec)
+		if !sharedSpec {
+			in.podSpec(&o.Spec)
+		}
 		in.podStatus(&o.Status)
 		in.mu.Unlock()
 	case metav1.ObjectMetaAccessor:

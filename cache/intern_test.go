@@ -81,14 +81,14 @@ func TestInternKeepsObjectsEqual(t *testing.T) {
 			p = randomPod(r)
 		}
 		want := p.DeepCopy()
-		in.object(p)
+		in.object(p, false)
 		if !reflect.DeepEqual(p, want) {
 			t.Fatalf("interning changed pod %s:\n%#v\nwant\n%#v", p.Name, p, want)
 		}
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "shop", Labels: map[string]string{"a": "b"}}}
 	want := cm.DeepCopy()
-	in.object(cm)
+	in.object(cm, false)
 	if !reflect.DeepEqual(cm, want) {
 		t.Fatalf("interning changed a ConfigMap: %#v", cm)
 	}
@@ -116,8 +116,8 @@ func TestInternSharesStrings(t *testing.T) {
 	if same(a.Namespace, b.Namespace) {
 		t.Fatal("test setup: namespaces already share bytes")
 	}
-	in.object(a)
-	in.object(b)
+	in.object(a, false)
+	in.object(b, false)
 	checks := []struct {
 		what string
 		x, y string
@@ -183,7 +183,7 @@ func TestInternConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 200 {
 				p := realisticPod(g*1000 + i)
-				in.object(p)
+				in.object(p, false)
 				if p.Namespace != "shop" {
 					t.Errorf("namespace %q", p.Namespace)
 				}

@@ -5,9 +5,18 @@ package cache
 // not ask for FullDecode, and, unless o.NoIntern or o.Compact, o's
 // transform (default DefaultTransform) followed by interning the object's
 // strings and maps.
-func leanSource[T Object](src Source[T], o Options[T]) (Source[T], Options[T]) {
+//
+// With lean decoding, a source whose Decode is its RESTSource's Assert
+// (so the decoded objects are the stored ones), a type with a reusable
+// spec, and no compact store, it also returns the specReuse the informer
+// and its watches share (else nil): interning then skips a reused spec.
+func leanSource[T Object](src Source[T], o Options[T]) (Source[T], Options[T], *specReuse) {
+	var reuse *specReuse
 	if o.Transform == nil && !o.FullDecode && src.LW != nil {
-		src.LW = leanLW{src.LW}
+		if !o.Compact && src.decodesByAssert() {
+			reuse = newSpecReuse[T]()
+		}
+		src.LW = leanLW{ListerWatcher: src.LW, reuse: reuse}
 	}
 	if !o.NoIntern && !o.Compact { // a compact store interns what it keeps decoded
 		in, transform := newInterner(), o.Transform
@@ -16,9 +25,9 @@ func leanSource[T Object](src Source[T], o Options[T]) (Source[T], Options[T]) {
 		}
 		o.Transform = func(t T) T {
 			t = transform(t)
-			in.object(t)
+			in.object(t, reuse != nil && reuse.reused(t))
 			return t
 		}
 	}
-	return src, o
+	return src, o, reuse
 }

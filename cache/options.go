@@ -48,6 +48,14 @@ type Options[T Object] struct {
 	// that can (TypedSource) cut both out of the wire bytes before
 	// decoding, so they are never allocated. With any other Transform
 	// objects are always decoded whole.
+	//
+	// In the same case (Transform nil, FullDecode false, not Compact), a
+	// TypedSource or RESTSource/LeanRESTSource with WithProtoWatch of a
+	// type whose spec is protobuf field 2 (pods, deployments, …) decodes
+	// an update whose spec bytes are unchanged without its spec: the new
+	// object's Spec is a shallow copy of the cached object's, sharing its
+	// slices, maps and pointers (see specreuse.go). Like interning, this
+	// relies on cached objects being read-only.
 	FullDecode bool
 
 	// NoIntern keeps every decoded string and map as its own allocation.

@@ -72,8 +72,11 @@ type reflector[T Object] struct {
 	emit   func([]Change[T])
 	synced func(changes []Change[T], rv string)
 	store  *Writer[T]
-	stats  *informerStats
-	onErr  func(error)
+	// reuse, if not nil, is told what the store holds (see specReuse);
+	// the watch decoder fills it on this goroutine.
+	reuse *specReuse
+	stats *informerStats
+	onErr func(error)
 	// dmu is held around each store write and its emit, so that handler
 	// registration sees a consistent store and event stream.
 	dmu *sync.Mutex
@@ -96,6 +99,9 @@ func (r *reflector[T]) run(ctx context.Context) {
 		switch {
 		case needList:
 			r.lastRV = ""
+			if r.reuse != nil {
+				r.reuse.reset()
+			}
 			if r.o.watchList && !r.watchListOff {
 				err = r.watchList(ctx)
 				if err != nil && r.lastRV == "" && watchListRejected(err) {
@@ -345,7 +351,13 @@ type watchOp[T Object] struct {
 // error, after what came before it is applied.
 func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession[T]) error {
 	ops := r.ops[:0]
-	defer func() { clear(ops); r.ops = ops[:0] }()
+	defer func() {
+		clear(ops)
+		r.ops = ops[:0]
+		if r.reuse != nil {
+			r.reuse.batchDone()
+		}
+	}()
 	rv := ""
 	flush := func() {
 		r.flush(ops, rv)
@@ -357,8 +369,8 @@ func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession
 		case watch.Added, watch.Modified:
 			t, ok := r.decodeOrSkip(ev.Object)
 			if *session != nil {
-				if ok {
-					(*session).Put(t)
+				if ok && (*session).put(t) && r.reuse != nil {
+					r.reuse.stored(KeyOf(t), t)
 				}
 				continue
 			}
@@ -414,9 +426,15 @@ func (r *reflector[T]) flush(ops []watchOp[T], rv string) {
 				if old, ok := r.store.Delete(op.key); ok {
 					changes = append(changes, Change[T]{Type: Deleted, Key: op.key, Old: old})
 				}
+				if r.reuse != nil {
+					r.reuse.deleted(op.key)
+				}
 				continue
 			}
 			old, existed, changed := r.store.Upsert(op.obj)
+			if changed && r.reuse != nil {
+				r.reuse.stored(KeyOf(op.obj), op.obj)
+			}
 			switch {
 			case !existed:
 				changes = append(changes, Change[T]{Type: Added, Key: KeyOf(op.obj), New: op.obj})

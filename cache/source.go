@@ -44,6 +44,15 @@ type Source[T Object] struct {
 	Scope Scope
 	// id distinguishes sources for the shared factory.
 	id string
+	// assertDecode is the code pointer of the Assert[T] RESTSource set as
+	// Decode (0 otherwise): while Decode is still that, wire objects are
+	// the informer's objects (see specReuse).
+	assertDecode uintptr
+}
+
+// decodesByAssert reports whether s.Decode is the Assert[T] RESTSource set.
+func (s Source[T]) decodesByAssert() bool {
+	return s.assertDecode != 0 && s.Decode != nil && reflect.ValueOf(s.Decode).Pointer() == s.assertDecode
 }
 
 // ID identifies what the source watches: two sources with the same ID
@@ -120,7 +129,9 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 // struct). The client package builds these for Go types; TypedSource is the
 // same for client-go's scheme.
 func RESTSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope) Source[T] {
-	return Source[T]{LW: &restLW{c: c, resource: gvr.Resource, ns: scope.Namespace}, Decode: Assert[T], Resource: resourceName(gvr), Scope: scope}
+	src := Source[T]{LW: &restLW{c: c, resource: gvr.Resource, ns: scope.Namespace}, Decode: Assert[T], Resource: resourceName(gvr), Scope: scope}
+	src.assertDecode = reflect.ValueOf(src.Decode).Pointer()
+	return src
 }
 
 type restLW struct {

@@ -395,7 +395,11 @@ type pendingObj[T Object] struct {
 
 // Put records obj as part of the new listing. A later Put of the same key
 // wins.
-func (r *ReplaceSession[T]) Put(obj T) {
+func (r *ReplaceSession[T]) Put(obj T) { r.put(obj) }
+
+// put is Put that reports whether the session kept obj (false: the store
+// already holds the same resourceVersion and keeps its object).
+func (r *ReplaceSession[T]) put(obj T) bool {
 	key := KeyOf(obj)
 	r.n++
 	r.s.mu.RLock()
@@ -408,10 +412,11 @@ func (r *ReplaceSession[T]) Put(obj T) {
 	r.s.mu.RUnlock()
 	if ok && oldRV == obj.GetResourceVersion() && oldRV != "" {
 		delete(r.pending, key)
-		return
+		return false
 	}
 	key, p := r.s.prepare(obj)
 	r.pending[key] = pendingObj[T]{obj: obj, p: p}
+	return true
 }
 
 // Len returns how many objects were Put so far.

@@ -45,6 +45,7 @@ type protoObject interface {
 type protoWatchDecoder struct {
 	kinds     wireKinds
 	newObject func() protoObject // nil: always fallback
+	objType   reflect.Type       // what newObject returns, nil if nil
 	fallback  runtime.Decoder
 	lean      bool
 }
@@ -72,6 +73,10 @@ type protoWatch struct {
 	frames protoFrameReader
 	dec    *protoWatchDecoder
 	strip  []byte // reused buffer of the lean cut
+	// reuse, if set, decodes objects reusing stored specs (lean only;
+	// nextEvent on the reflector's goroutine only: ResultChan drops it).
+	reuse *specReuse
+	rest  []byte // reused buffer of an object without its spec
 
 	stopOnce sync.Once
 	stopped  chan struct{}
@@ -93,7 +98,7 @@ func (w *protoWatch) nextEvent() (watch.Event, error) {
 	if err != nil {
 		return watch.Event{}, fmt.Errorf("decode watch stream: %w", err)
 	}
-	obj, err := w.decodeObject(raw)
+	obj, err := w.decodeObject(typ, raw)
 	if err != nil {
 		return watch.Event{}, fmt.Errorf("decode object of %s watch event: %w", typ, err)
 	}
@@ -105,7 +110,7 @@ func (w *protoWatch) bufferedEvent() bool { return w.frames.buffered() }
 // decodeObject decodes one enveloped object. Everything it returns is
 // copied out of data (generated Unmarshal copies strings and bytes), so
 // the frame buffer is reused.
-func (w *protoWatch) decodeObject(data []byte) (runtime.Object, error) {
+func (w *protoWatch) decodeObject(typ watch.EventType, data []byte) (runtime.Object, error) {
 	d := w.dec
 	if d.lean {
 		if out, ok := stripProtobuf(w.strip[:0], data, d.kinds); ok {
@@ -118,6 +123,18 @@ func (w *protoWatch) decodeObject(data []byte) (runtime.Object, error) {
 	if d.newObject != nil {
 		if kind, raw, encoded, ok := envelopeParts(data); ok && !encoded && string(kind) == d.kinds.Object {
 			obj := d.newObject()
+			if w.reuse != nil && (typ == watch.Added || typ == watch.Modified) {
+				rest, done, err := w.reuse.decode(obj, raw, w.rest)
+				if cap(rest) <= 1<<20 {
+					w.rest = rest[:0]
+				}
+				if err != nil {
+					return nil, fmt.Errorf("unmarshal %s: %w", d.kinds.Object, err)
+				}
+				if done {
+					return obj, nil
+				}
+			}
 			if err := obj.Unmarshal(raw); err != nil {
 				return nil, fmt.Errorf("unmarshal %s: %w", d.kinds.Object, err)
 			}
@@ -145,6 +162,7 @@ func (w *protoWatch) Stop() {
 // with nextEvent.
 func (w *protoWatch) ResultChan() <-chan watch.Event {
 	w.chOnce.Do(func() {
+		w.reuse = nil // the pump decodes on a goroutine of its own
 		w.ch = make(chan watch.Event)
 		w.pumpDone = make(chan struct{})
 		go w.pump()
@@ -220,6 +238,9 @@ func newProtoStream[T Object](cfg *rest.Config, kinds wireKinds) (*protoStream, 
 		return nil, err
 	}
 	full := &protoWatchDecoder{kinds: kinds, newObject: protoNewer[T](), fallback: fallback}
+	if full.newObject != nil {
+		full.objType = reflect.TypeFor[T]().Elem()
+	}
 	lean := *full
 	lean.lean = true
 	return &protoStream{c: c, full: full, lean: &lean}, nil
@@ -240,7 +261,11 @@ func (s *protoStream) watch(ctx context.Context, req *rest.Request, lean bool) (
 	if lean {
 		dec = s.lean
 	}
-	return newProtoWatch(body, dec), nil
+	w := newProtoWatch(body, dec)
+	if r := specReuseOf(ctx); lean && r != nil && dec.objType == r.typ {
+		w.reuse = r
+	}
+	return w, nil
 }
 
 // notAcceptable reports a server that cannot answer in the content type

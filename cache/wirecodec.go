@@ -118,14 +118,18 @@ func withLean(ctx context.Context) context.Context { return context.WithValue(ct
 
 func isLean(ctx context.Context) bool { v, _ := ctx.Value(leanKey{}).(bool); return v }
 
-// leanLW marks every request it passes on for lean decoding. The mark
-// travels in the context, so ListerWatcher wrappers in between keep it.
-type leanLW struct{ ListerWatcher }
+// leanLW marks every request it passes on for lean decoding, and its
+// watches with the informer's specReuse (if not nil). The marks travel in
+// the context, so ListerWatcher wrappers in between keep them.
+type leanLW struct {
+	ListerWatcher
+	reuse *specReuse
+}
 
 func (l leanLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	return l.ListerWatcher.List(withLean(ctx), opts)
 }
 
 func (l leanLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return l.ListerWatcher.Watch(withLean(ctx), opts)
+	return l.ListerWatcher.Watch(withSpecReuse(withLean(ctx), l.reuse), opts)
 }

@@ -266,9 +266,9 @@ func TestSetControllerReferenceAndCreateOrUpdate(t *testing.T) {
 	}
 }
 
-// slowWatches delays every read of a watch response body by d, so the
-// informers fall behind the writes: the situation read-your-own-writes is
-// for.
+// slowWatches delays every read of a watch response body by d and hands out
+// at most 256 bytes per read, so the informers fall behind the writes: the
+// situation read-your-own-writes is for.
 func slowWatches(cfg *rest.Config, d time.Duration) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
@@ -300,6 +300,12 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	case <-t.C:
 	case <-b.ctx.Done():
 		return 0, b.ctx.Err()
+	}
+	// A few hundred bytes per read: a reader with a large buffer (the
+	// informer's own protobuf watch reader takes every buffered event in
+	// one read) would otherwise get many events per delay and not lag.
+	if len(p) > 256 {
+		p = p[:256]
 	}
 	return b.ReadCloser.Read(p)
 }

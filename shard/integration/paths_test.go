@@ -64,8 +64,8 @@ func TestShardedClientSideFilter(t *testing.T) {
 		got := m.inf.Store().Len()
 		total += got
 		t.Logf("%s caches %d of %d ConfigMaps (filtered on the client)", m.id, got, n)
-		if got > n*4/10 {
-			t.Errorf("%s caches %d of %d objects, want ≤ 0.4×", m.id, got, n)
+		if frac := m.mgr.State().Shard.OwnedFraction; !withinShare(got, n, frac) {
+			t.Errorf("%s caches %d of %d objects owning %.3f of the space, want about that share (≤ 0.4)", m.id, got, n, frac)
 		}
 		for _, cm := range m.inf.Lister().List(nil) {
 			if owner, _ := f.ownerOf(cm); owner != m.id {

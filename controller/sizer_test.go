@@ -37,7 +37,7 @@ func TestSizer(t *testing.T) {
 		{"steps back halfway after a jump larger than a doubling", Sizer{Min: 1, Max: 32, HoldIntervals: 2},
 			[]Sample{
 				{Workers: 1, Busy: 1, Depth: 1900, Completed: 10, Interval: sec},
-				{Workers: 32, Busy: 32, Depth: 1800, Completed: 10, Interval: sec}, // the server was busy: no gain
+				{Workers: 32, Busy: 32, Depth: 1800, Completed: 10, Interval: sec},  // the server was busy: no gain
 				{Workers: 16, Busy: 16, Depth: 1700, Completed: 100, Interval: sec}, // holding
 				{Workers: 16, Busy: 16, Depth: 1600, Completed: 100, Interval: sec}, // grow again
 				{Workers: 32, Busy: 32, Depth: 1500, Completed: 101, Interval: sec}, // a doubling that did not help: back

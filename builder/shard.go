@@ -102,7 +102,8 @@ func (g *shardGate) itemOf(key controller.Request) (shard.Item, bool) {
 }
 
 // selectorsInPlay reports whether a member of the target ring claims
-// objects by label selector.
+// objects by label selector; true before the first assignment is seen (an
+// unknown ring may have such a member).
 func (g *shardGate) selectorsInPlay() bool {
 	a := g.assign.Load()
 	return a == nil || a.Selector != nil || len(a.Excluded) > 0

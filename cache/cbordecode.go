@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 )
@@ -116,55 +114,18 @@ func cborItemToJSON(b []byte) ([]byte, error) {
 	return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
 }
 
-// decodeCBOR strips obj in place (see stripCBORObject) and decodes it into
-// a new T. A failure is an *undecoded naming the object, with the error.
-func (d wireDecoder[T]) decodeCBOR(obj []byte) (T, *undecoded) {
-	var zero T
-	b, err := stripCBORObject(obj)
-	if err != nil {
-		b = obj // let the decoder have its say on the bytes as they are
-	}
-	t, err := d.unmarshalCBOR(b)
-	if err != nil {
-		return zero, d.failedCBOR(b, err)
-	}
-	return t, nil
+// cborWire reads objects as the API server encodes them in CBOR; raw
+// fields are rewritten as JSON afterwards (see rawToJSON).
+var cborWire = wireFormat{
+	strip:         stripCBORObject,
+	unmarshal:     cborObjects.Unmarshal,
+	unmarshalHead: cborPlain.Unmarshal,
+	fixup:         rawToJSON,
 }
 
-func (d wireDecoder[T]) unmarshalCBOR(b []byte) (T, error) {
-	var zero T
-	if d.unstructured {
-		var m map[string]any
-		if err := cborObjects.Unmarshal(b, &m); err != nil {
-			return zero, err
-		}
-		if m == nil {
-			return zero, errors.New("object is null")
-		}
-		return any(&unstructured.Unstructured{Object: m}).(T), nil
-	}
-	t := reflect.New(d.typ.Elem()).Interface().(T)
-	if err := cborObjects.Unmarshal(b, t); err != nil {
-		return zero, err
-	}
-	if err := rawToJSON(reflect.ValueOf(t)); err != nil {
-		return zero, err
-	}
-	return t, nil
-}
-
-// failedCBOR names the object obj as well as its bytes allow.
-func (d wireDecoder[T]) failedCBOR(obj []byte, err error) *undecoded {
-	var head struct {
-		Metadata struct {
-			Name            string `json:"name"`
-			Namespace       string `json:"namespace"`
-			ResourceVersion string `json:"resourceVersion"`
-		} `json:"metadata"`
-	}
-	_ = cborPlain.Unmarshal(obj, &head) // best effort: names the object in the error if it can
-	return d.undecodedFor(head.Metadata.Namespace, head.Metadata.Name, head.Metadata.ResourceVersion, err)
-}
+// decodeCBOR strips obj, a CBOR map, in place and decodes it into a new T.
+// A failure is an *undecoded naming the object, with the error.
+func (d wireDecoder[T]) decodeCBOR(obj []byte) (T, *undecoded) { return d.decodeWith(&cborWire, obj) }
 
 // decodeListCBOR decodes a list body (a map with "metadata" and "items"),
 // stripping items in place.
@@ -201,12 +162,7 @@ func (d wireDecoder[T]) decodeListCBOR(body []byte) (*wireList, error) {
 				if err != nil {
 					return nil, fmt.Errorf("decode %s list items: %w", d.resource, err)
 				}
-				t, bad := d.decodeCBOR(v[j:ie])
-				if bad != nil {
-					l.Items = append(l.Items, bad)
-				} else {
-					l.Items = append(l.Items, any(t).(runtime.Object))
-				}
+				l.Items = append(l.Items, d.object(&cborWire, v[j:ie]))
 				j = ie
 			}
 		}
@@ -236,20 +192,7 @@ func (d wireDecoder[T]) decodeEventCBOR(frame []byte) (watch.Event, error) {
 	if obj == nil {
 		return watch.Event{}, fmt.Errorf("decode %s watch event of type %q: no object", d.resource, typ)
 	}
-	switch et := watch.EventType(typ); et {
-	case watch.Error:
-		st := &metav1.Status{}
-		if err := cborObjects.Unmarshal(obj, st); err != nil {
-			return watch.Event{}, fmt.Errorf("decode %s watch error status: %w", d.resource, err)
-		}
-		return watch.Event{Type: et, Object: st}, nil
-	default:
-		t, bad := d.decodeCBOR(obj)
-		if bad != nil {
-			return watch.Event{Type: et, Object: bad}, nil
-		}
-		return watch.Event{Type: et, Object: any(t).(runtime.Object)}, nil
-	}
+	return d.event(&cborWire, typ, obj)
 }
 
 // rawToJSON rewrites, in the struct v points to, the raw bytes of every

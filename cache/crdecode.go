@@ -92,29 +92,65 @@ func newWireDecoder[T Object](resource string) wireDecoder[T] {
 	return wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
 }
 
-// decode strips obj in place (see stripJSONObject) and decodes it into a new T.
+// wireFormat is what decoding one object needs from its encoding (JSON or
+// CBOR); decodeWith is the rest, shared by both.
+type wireFormat struct {
+	// strip cuts the fields informers never keep (see stripJSONObject,
+	// stripCBORObject) out of one object's bytes, in place.
+	strip func(obj []byte) ([]byte, error)
+	// unmarshal decodes an object, or a metav1.Status, into v.
+	unmarshal func(b []byte, v any) error
+	// unmarshalHead decodes the metadata that names an object in an error.
+	unmarshalHead func(b []byte, v any) error
+	// fixup, if not nil, runs on every typed object after unmarshal.
+	fixup func(reflect.Value) error
+}
+
+// jsonWire reads objects as the API server encodes them in JSON.
+var jsonWire = wireFormat{
+	strip:         stripJSONObject,
+	unmarshal:     kjson.UnmarshalCaseSensitivePreserveInts,
+	unmarshalHead: kjson.UnmarshalCaseSensitivePreserveInts,
+}
+
+// decode strips obj, a JSON object, in place and decodes it into a new T.
 // A failure is an *undecoded naming the object, with the error.
-func (d wireDecoder[T]) decode(obj []byte) (T, *undecoded) {
+func (d wireDecoder[T]) decode(obj []byte) (T, *undecoded) { return d.decodeWith(&jsonWire, obj) }
+
+// decodeWith strips obj (encoded as f reads it) in place and decodes it
+// into a new T. A failure is an *undecoded naming the object, with the
+// error.
+func (d wireDecoder[T]) decodeWith(f *wireFormat, obj []byte) (T, *undecoded) {
 	var zero T
-	b, err := stripJSONObject(obj)
+	b, err := f.strip(obj)
 	if err != nil {
-		// Not one JSON object: let the decoder have its say on the bytes
-		// as they are (it accepts what it accepts, and its error is the
+		// Not one object: let the decoder have its say on the bytes as
+		// they are (it accepts what it accepts, and its error is the
 		// familiar one).
 		b = obj
 	}
-	t, err := d.unmarshal(b)
+	t, err := d.unmarshal(f, b)
 	if err != nil {
-		return zero, d.failed(b, err)
+		return zero, d.failed(f, b, err)
 	}
 	return t, nil
 }
 
-func (d wireDecoder[T]) unmarshal(b []byte) (T, error) {
+// object is decodeWith's result as a list item or event object: the T, or
+// the *undecoded.
+func (d wireDecoder[T]) object(f *wireFormat, obj []byte) runtime.Object {
+	t, bad := d.decodeWith(f, obj)
+	if bad != nil {
+		return bad
+	}
+	return any(t).(runtime.Object)
+}
+
+func (d wireDecoder[T]) unmarshal(f *wireFormat, b []byte) (T, error) {
 	var zero T
 	if d.unstructured {
 		var m map[string]any
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(b, &m); err != nil {
+		if err := f.unmarshal(b, &m); err != nil {
 			return zero, err
 		}
 		if m == nil {
@@ -123,14 +159,19 @@ func (d wireDecoder[T]) unmarshal(b []byte) (T, error) {
 		return any(&unstructured.Unstructured{Object: m}).(T), nil
 	}
 	t := reflect.New(d.typ.Elem()).Interface().(T)
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(b, t); err != nil {
+	if err := f.unmarshal(b, t); err != nil {
 		return zero, err
+	}
+	if f.fixup != nil {
+		if err := f.fixup(reflect.ValueOf(t)); err != nil {
+			return zero, err
+		}
 	}
 	return t, nil
 }
 
 // failed names the object obj as well as its bytes allow.
-func (d wireDecoder[T]) failed(obj []byte, err error) *undecoded {
+func (d wireDecoder[T]) failed(f *wireFormat, obj []byte, err error) *undecoded {
 	var head struct {
 		Metadata struct {
 			Name            string `json:"name"`
@@ -138,8 +179,22 @@ func (d wireDecoder[T]) failed(obj []byte, err error) *undecoded {
 			ResourceVersion string `json:"resourceVersion"`
 		} `json:"metadata"`
 	}
-	_ = kjson.UnmarshalCaseSensitivePreserveInts(obj, &head) // best effort: names the object in the error if it can
+	_ = f.unmarshalHead(obj, &head) // best effort: names the object in the error if it can
 	return d.undecodedFor(head.Metadata.Namespace, head.Metadata.Name, head.Metadata.ResourceVersion, err)
+}
+
+// event is the watch event of type typ whose object is obj (encoded as f
+// reads it): an Error event's Status, else the decoded object.
+func (d wireDecoder[T]) event(f *wireFormat, typ string, obj []byte) (watch.Event, error) {
+	et := watch.EventType(typ)
+	if et == watch.Error {
+		st := &metav1.Status{}
+		if err := f.unmarshal(obj, st); err != nil {
+			return watch.Event{}, fmt.Errorf("decode %s watch error status: %w", d.resource, err)
+		}
+		return watch.Event{Type: et, Object: st}, nil
+	}
+	return watch.Event{Type: et, Object: d.object(f, obj)}, nil
 }
 
 func (d wireDecoder[T]) undecodedFor(namespace, name, resourceVersion string, err error) *undecoded {
@@ -225,12 +280,7 @@ func (d wireDecoder[T]) decodeList(body []byte) (*wireList, error) {
 				if err != nil {
 					return nil, fmt.Errorf("decode %s list items: %w", d.resource, err)
 				}
-				t, bad := d.decode(body[sp.vs:sp.ve])
-				if bad != nil {
-					l.Items = append(l.Items, bad)
-				} else {
-					l.Items = append(l.Items, any(t).(runtime.Object))
-				}
+				l.Items = append(l.Items, d.object(&jsonWire, body[sp.vs:sp.ve]))
 			}
 		}
 	}
@@ -260,21 +310,7 @@ func (d wireDecoder[T]) decodeEvent(frame []byte) (watch.Event, error) {
 	if os < 0 {
 		return watch.Event{}, fmt.Errorf("decode %s watch event of type %q: no object", d.resource, typ)
 	}
-	obj := frame[os:oe]
-	switch et := watch.EventType(typ); et {
-	case watch.Error:
-		st := &metav1.Status{}
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(obj, st); err != nil {
-			return watch.Event{}, fmt.Errorf("decode %s watch error status: %w", d.resource, err)
-		}
-		return watch.Event{Type: et, Object: st}, nil
-	default:
-		t, bad := d.decode(obj)
-		if bad != nil {
-			return watch.Event{Type: et, Object: bad}, nil
-		}
-		return watch.Event{Type: et, Object: any(t).(runtime.Object)}, nil
-	}
+	return d.event(&jsonWire, typ, frame[os:oe])
 }
 
 // wireLW lists and watches through c, decoding bodies with dec.

@@ -2,16 +2,23 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/skiffkit/skiff/queue"
 )
 
+// ErrHandlerStopped is returned by Registration.WaitForSync when the
+// handler will never sync: the informer's Run returned before the handler
+// was given the informer's contents (a handler added after Run returned
+// included), or the handler was removed first.
+var ErrHandlerStopped = errors.New("cache: handler stopped before it synced")
+
 // Registration is a handler added to an informer.
 type Registration struct {
 	remove func()
-	synced func() bool
+	sync   *handlerSync
 }
 
 // Remove stops delivery to the handler. It is idempotent and safe to call
@@ -21,8 +28,58 @@ func (r *Registration) Remove() { r.remove() }
 
 // HasSynced reports whether the handler has received every object of the
 // informer's first list (or, if it was added later, of the cache at the
-// time it was added).
-func (r *Registration) HasSynced() bool { return r.synced() }
+// time it was added). Once true it stays true. It stays false for good
+// when the handler stops first (see WaitForSync).
+func (r *Registration) HasSynced() bool { return r.sync.hasSynced() }
+
+// WaitForSync blocks until the handler has synced (see HasSynced) and
+// returns nil; or until the handler can no longer sync and returns
+// ErrHandlerStopped: the informer's Run returned first, or had returned
+// when the handler was added (an event handler's deliveries run on Run's
+// goroutines, so one added then receives nothing; a key handler added then
+// is given the cached keys at once and syncs if the informer had), or the
+// handler was removed first; or until ctx ends and returns an error
+// wrapping ctx.Err(). Before Run starts, it waits.
+func (r *Registration) WaitForSync(ctx context.Context) error {
+	if r.sync.hasSynced() {
+		return nil
+	}
+	select {
+	case <-r.sync.synced:
+		return nil
+	case <-r.sync.stopped:
+		if r.sync.hasSynced() { // synced, then stopped: both closed
+			return nil
+		}
+		return ErrHandlerStopped
+	case <-ctx.Done():
+		return fmt.Errorf("handler not synced: %w", ctx.Err())
+	}
+}
+
+// handlerSync is a handler's synced state: synced is closed when the
+// handler has been given the informer's contents, stopped when it will be
+// given nothing more (both may be closed).
+type handlerSync struct {
+	synced, stopped    chan struct{}
+	syncOnce, stopOnce sync.Once
+}
+
+func newHandlerSync() *handlerSync {
+	return &handlerSync{synced: make(chan struct{}), stopped: make(chan struct{})}
+}
+
+func (s *handlerSync) markSynced()  { s.syncOnce.Do(func() { close(s.synced) }) }
+func (s *handlerSync) markStopped() { s.stopOnce.Do(func() { close(s.stopped) }) }
+
+func (s *handlerSync) hasSynced() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
 
 // KeyHandlerOptions configure a key handler. The zero value is valid.
 type KeyHandlerOptions struct {
@@ -34,35 +91,43 @@ type KeyHandlerOptions struct {
 }
 
 type keyHandler[T Object] struct {
-	q      *queue.Queue[ObjectKey]
-	o      KeyHandlerOptions
-	synced atomic.Bool
+	q    *queue.Queue[ObjectKey]
+	o    KeyHandlerOptions
+	sync *handlerSync
 }
 
 // AddKeyHandler makes every change (add, update, delete, and every object
 // of a relist that changed) push its ObjectKey into q, from the
 // informer's goroutine, with no buffering in between: q deduplicates bursts.
 // Keys of the objects already cached are pushed at once. The handler is
-// synced when the informer is.
+// synced when the informer is; it stops when the informer's Run returns
+// (or had returned when it was added) or it is removed.
 func (inf *Informer[T]) AddKeyHandler(q *queue.Queue[ObjectKey], o KeyHandlerOptions) *Registration {
 	if o.ResyncPriority == 0 {
 		o.ResyncPriority = DefaultResyncPriority
 	}
-	h := &keyHandler[T]{q: q, o: o}
+	h := &keyHandler[T]{q: q, o: o, sync: newHandlerSync()}
 	inf.mu.Lock()
 	for _, k := range inf.store.Keys() {
 		q.AddWithPriority(k, o.Priority)
 	}
-	h.synced.Store(inf.synced)
-	inf.keyHs[h] = struct{}{}
+	if inf.synced {
+		h.sync.markSynced()
+	}
+	if inf.closedRuns {
+		h.sync.markStopped()
+	} else {
+		inf.keyHs[h] = struct{}{}
+	}
 	inf.mu.Unlock()
 	return &Registration{
 		remove: func() {
 			inf.mu.Lock()
 			delete(inf.keyHs, h)
 			inf.mu.Unlock()
+			h.sync.markStopped()
 		},
-		synced: h.synced.Load,
+		sync: h.sync,
 	}
 }
 
@@ -95,7 +160,7 @@ type eventHandler[T Object] struct {
 	stop    chan struct{}
 	stopped sync.Once
 	initial []T // objects cached when the handler was added, delivered first
-	synced  atomic.Bool
+	sync    *handlerSync
 	started bool // set by startLocked under the informer's mu
 	stats   *informerStats
 
@@ -146,7 +211,10 @@ func (h *eventHandler[T]) signal() {
 
 // AddEventHandler delivers changes to h on a goroutine of its own that Run
 // starts (or that starts at once if Run is running) and joins. The objects
-// already cached are delivered first as adds.
+// already cached are delivered first as adds. A handler added after Run
+// returned receives nothing: its registration reports ErrHandlerStopped
+// (see Registration.WaitForSync), as does one whose deliveries end (Run
+// returns, or Remove) before it synced.
 //
 // Changes wait for the handler in a backlog merged per key, so the
 // informer never waits for a handler: while a key waits, its further
@@ -164,15 +232,21 @@ func (inf *Informer[T]) AddEventHandler(h EventHandler[T], _ EventHandlerOptions
 		wake:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		stats: inf.stats,
+		sync:  newHandlerSync(),
 	}
 	inf.mu.Lock()
-	if inf.synced {
-		eh.initial = inf.store.List(nil)
-		eh.pushMarker()
-	}
-	inf.eventHs[eh] = struct{}{}
-	if inf.runCtx != nil {
-		inf.startLocked(eh)
+	if inf.closedRuns { // no goroutine is left to deliver to it
+		eh.close()
+		eh.sync.markStopped()
+	} else {
+		if inf.synced {
+			eh.initial = inf.store.List(nil)
+			eh.pushMarker()
+		}
+		inf.eventHs[eh] = struct{}{}
+		if inf.runCtx != nil {
+			inf.startLocked(eh)
+		}
 	}
 	inf.mu.Unlock()
 	return &Registration{
@@ -182,8 +256,9 @@ func (inf *Informer[T]) AddEventHandler(h EventHandler[T], _ EventHandlerOptions
 			delete(inf.eventHs, eh)
 			inf.mu.Unlock()
 			eh.close()
+			eh.sync.markStopped()
 		},
-		synced: eh.synced.Load,
+		sync: eh.sync,
 	}
 }
 
@@ -194,6 +269,7 @@ func (inf *Informer[T]) startLocked(h *eventHandler[T]) {
 	h.started = true
 	ctx := inf.runCtx
 	inf.wg.Go(func() {
+		defer h.sync.markStopped()
 		defer h.close()
 		h.run(ctx)
 	})
@@ -239,7 +315,7 @@ func (h *eventHandler[T]) run(ctx context.Context) {
 			continue
 		}
 		if marker {
-			h.synced.Store(true)
+			h.sync.markSynced()
 			continue
 		}
 		for _, c := range changes {

@@ -125,6 +125,9 @@ func (inf *Informer[T]) Run(ctx context.Context) error {
 	inf.refl.run(ctx)
 	inf.mu.Lock()
 	inf.closedRuns = true
+	for h := range inf.keyHs {
+		h.sync.markStopped() // no more keys: a handler not synced by now never will be
+	}
 	inf.mu.Unlock()
 	inf.wg.Wait()
 	return nil
@@ -249,7 +252,7 @@ func (inf *Informer[T]) syncedLocked(changes []Change[T], _ string) {
 	if first {
 		inf.synced = true
 		for h := range inf.keyHs {
-			h.synced.Store(true)
+			h.sync.markSynced()
 		}
 		for h := range inf.eventHs {
 			h.pushMarker()

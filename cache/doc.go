@@ -53,8 +53,10 @@
 //     from a backlog merged per key: a slow handler never stops the watch
 //     from being read (which would make the API server close it), and its
 //     memory is bounded by the keys it is behind on; both can be removed
-//     and report their own synced state; optional periodic resync of keys
-//     at low priority.
+//     and report their own synced state (WaitForSync returns
+//     ErrHandlerStopped once a handler can no longer sync: Run returned or
+//     it was removed first); optional periodic resync of keys at low
+//     priority.
 //   - Metrics: objects, approximate bytes, relists, watch restarts, events,
 //     skipped objects, errors, handler backlog and merged changes, last
 //     resourceVersion.

@@ -86,6 +86,19 @@ var informerImpls = []informerImpl{
 	{"skiff/compact", func(s informerSetup) (*runningInformer, error) {
 		return startSkiff(s, skiffcache.Options[*corev1.Pod]{Compact: true})
 	}},
+	// skiff's defaults but with paginated lists (500 per page) instead
+	// of a watch-list: the server encodes a page in one go instead of
+	// each object as an event (BenchmarkInformerServerBound). The next
+	// page is requested as soon as this one's continue token is read.
+	{"skiff/pagedlist", func(s informerSetup) (*runningInformer, error) {
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{WatchList: skiffcache.WatchListOff})
+	}},
+	// The same, each page requested after the previous one was decoded
+	// (a wrapped ListerWatcher does not run whole lists itself).
+	{"skiff/pagedlist-noprefetch", func(s informerSetup) (*runningInformer, error) {
+		s.wrap = func(lw listWatcher) listWatcher { return struct{ listWatcher }{lw} }
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{WatchList: skiffcache.WatchListOff})
+	}},
 	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireDefault, false) }},
 	{"clientgo/json", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireJSON, false) }},
 	{"clientgo/tuned", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireProtobuf, true) }},

@@ -31,7 +31,9 @@ import (
 // managedFields), in a namespace of their own on the informer fixture's
 // control plane. One op = build an informer, wait until it has synced, take
 // the live heap after two GCs; sync-s, cpu-s (this process: the
-// informer's decode and store, not the server's encode) and live-B/obj.
+// informer's decode and store, not the server's encode), server-cpu-s (the
+// control plane process over the same span: the server's list and encode)
+// and live-B/obj.
 
 var foosGVR = foo.GroupVersion.WithResource("foos")
 
@@ -43,6 +45,7 @@ func crSize() int {
 }
 
 type crFixture struct {
+	env *testenv.Env // the control plane serving the Foos
 	cfg *rest.Config
 	ns  string
 	n   int
@@ -79,7 +82,7 @@ func startCRFixture(ctx context.Context, env *testenv.Env, cfg *rest.Config, n i
 	if err != nil {
 		return nil, err
 	}
-	f := &crFixture{cfg: cfg, n: n}
+	f := &crFixture{env: env, cfg: cfg, n: n}
 	if f.ns, err = testenv.CreateNamespace(ctx, cs, "cr-bench"); err != nil {
 		return nil, err
 	}
@@ -288,16 +291,17 @@ func benchCRImpl(b *testing.B, impl crImpl, f *crFixture) {
 			} else {
 				r.stop()
 			}
-			var syncS, cpuS, live float64
+			var syncS, cpuS, serverS, live float64
 			for range b.N {
 				_, base := heapAfterGC()
-				t0, c0 := time.Now(), cpuSeconds()
+				t0, c0, s0 := time.Now(), cpuSeconds(), serverCPUSeconds(b, f.env)
 				r, err := startCRSynced(impl, f)
 				if err != nil {
 					b.Fatal(err)
 				}
 				syncS += time.Since(t0).Seconds()
 				cpuS += cpuSeconds() - c0
+				serverS += serverCPUSeconds(b, f.env) - s0
 				_, li := heapAfterGC()
 				live += float64(li) - float64(base)
 				runtime.KeepAlive(r.keep)
@@ -305,6 +309,7 @@ func benchCRImpl(b *testing.B, impl crImpl, f *crFixture) {
 			}
 			b.ReportMetric(syncS/float64(b.N), "sync-s")
 			b.ReportMetric(cpuS/float64(b.N), "cpu-s")
+			b.ReportMetric(serverS/float64(b.N), "server-cpu-s")
 			b.ReportMetric(live/float64(b.N*f.n), "live-B/obj")
 		})
 	}

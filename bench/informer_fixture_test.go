@@ -356,6 +356,17 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
+// serverCPUSeconds is the control plane process's user+system CPU time so
+// far (etcd and kube-apiserver; counted in 10 ms ticks).
+func serverCPUSeconds(b *testing.B, env *testenv.Env) float64 {
+	b.Helper()
+	d, err := env.CPUTime()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d.Seconds()
+}
+
 // heapAfterGC returns heap in use and live heap bytes after two collections.
 func heapAfterGC() (inuse, live uint64) {
 	runtime.GC()

@@ -183,6 +183,9 @@ func (r *reflector[T]) watchTimeout() *int64 {
 
 // list does a paginated consistent list into a replace session.
 func (r *reflector[T]) list(ctx context.Context) error {
+	if ps, ok := r.lw.(pageSource); ok && ps.canListPages() {
+		return r.listPrefetched(ctx, ps)
+	}
 	opts := r.baseOptions()
 	opts.Limit = r.o.pageSize
 	session := r.store.BeginReplace()

@@ -119,6 +119,7 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 		if lw.stream, err = newProtoStream[T](c, kinds); err != nil {
 			return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
 		}
+		lw.pages = newPageDecoders(c.NegotiatedSerializer, lc.NegotiatedSerializer)
 	}
 	return src, nil
 }
@@ -138,6 +139,7 @@ type restLW struct {
 	c        rest.Interface
 	lean     rest.Interface // nil, or c decoding without managedFields and last-applied
 	stream   *protoStream   // nil, or watches read as protobuf on the reflector's goroutine
+	pages    *pageDecoders  // nil, or paginated lists run by listPages (next page requested early)
 	resource string
 	ns       string
 }

@@ -11,7 +11,10 @@
 //   - Relists without two copies: Store.BeginReplace streams a full listing
 //     in, keeps only objects that differ (new key or new resourceVersion),
 //     swaps them in at Finish in one step and reports only real changes
-//     (adds, updates, deletes of vanished keys).
+//     (adds, updates, deletes of vanished keys). A protobuf watch-list
+//     relist does not even decode an object the store holds at the same
+//     resourceVersion: it reads namespace, name and resourceVersion from
+//     the wire bytes and keeps the cached object (ReplaceSession.Keep).
 //   - Transform before storing: DefaultTransform strips managedFields and
 //     the last-applied-configuration annotation. Project caches a small
 //     struct of your own (embed Meta) instead of the full object.

@@ -37,9 +37,14 @@ type Options[T Object] struct {
 
 	// Transform runs on every object before it is stored (and before
 	// handlers see it); it may modify the object in place, which is
-	// freshly decoded and not yet shared. Default DefaultTransform (strips
-	// managedFields and the last-applied annotation). Use KeepAll to store
-	// objects untouched.
+	// freshly decoded and not yet shared. It must keep the object's
+	// namespace, name and resourceVersion: the store tells changed objects
+	// from unchanged ones by resourceVersion, and a relist does not decode
+	// (nor transform) an object whose wire namespace, name and
+	// resourceVersion match a cached one, it keeps the cached object
+	// (protobuf watch-lists, see relistskip.go). Default DefaultTransform
+	// (strips managedFields and the last-applied annotation). Use KeepAll
+	// to store objects untouched.
 	Transform func(T) T
 
 	// FullDecode makes the informer decode metadata.managedFields and the

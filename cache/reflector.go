@@ -243,11 +243,12 @@ func (r *reflector[T]) watchList(ctx context.Context) error {
 	opts.ResourceVersionMatch = metav1.ResourceVersionMatchNotOlderThan
 	opts.AllowWatchBookmarks = true
 	opts.TimeoutSeconds = r.watchTimeout()
-	w, err := r.lw.Watch(ctx, opts)
+	session := r.store.BeginReplace()
+	w, err := r.lw.Watch(withRelistFilter(ctx, session), opts)
 	if err != nil {
 		return fmt.Errorf("watch-list %s: %w", r.resource, err)
 	}
-	return r.consume(ctx, w, r.store.BeginReplace())
+	return r.consume(ctx, w, session)
 }
 
 // watch resumes from r.lastRV.
@@ -370,6 +371,13 @@ func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession
 	for _, ev := range events {
 		switch ev.Type {
 		case watch.Added, watch.Modified:
+			if u, ok := ev.Object.(*unchangedObject); ok {
+				if err := r.keep(u, *session); err != nil {
+					flush()
+					return err
+				}
+				continue
+			}
 			t, ok := r.decodeOrSkip(ev.Object)
 			if *session != nil {
 				if ok && (*session).put(t) && r.reuse != nil {
@@ -414,6 +422,19 @@ func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession
 		}
 	}
 	flush()
+	return nil
+}
+
+// keep records in session an object the watch reader found unchanged and
+// did not decode (see relistskip.go). The reader only does that for the
+// session that is open while it streams the initial events, and the store
+// is not written until the session finishes, so the store still holds the
+// object; an error reports that this did not hold (the object is then
+// missing from the listing, so the listing must not be finished).
+func (r *reflector[T]) keep(u *unchangedObject, session *ReplaceSession[T]) error {
+	if session == nil || u.from != relistFilter(session) || !session.Keep(ObjectKey{Namespace: u.Namespace, Name: u.Name}, u.ResourceVersion) {
+		return fmt.Errorf("watch-list %s: %s/%s at resourceVersion %s was not decoded as unchanged, but the listing's store does not hold it", r.resource, u.Namespace, u.Name, u.ResourceVersion)
+	}
 	return nil
 }
 

@@ -35,7 +35,10 @@ func (s Scope) String() string {
 type Source[T Object] struct {
 	LW ListerWatcher
 	// Decode turns an object from a list or watch into T. An error makes
-	// the informer skip the object (logged and counted).
+	// the informer skip the object (logged and counted). T must have the
+	// wire object's namespace, name and resourceVersion: a relist keeps a
+	// cached object without decoding when those match (see
+	// Options.Transform).
 	Decode func(runtime.Object) (T, error)
 	// Resource names the source in errors, logs and metrics, e.g. "pods".
 	Resource string

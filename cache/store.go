@@ -419,7 +419,47 @@ func (r *ReplaceSession[T]) put(obj T) bool {
 	return true
 }
 
-// Len returns how many objects were Put so far.
+// Keep records that the new listing holds key unchanged at resourceVersion
+// rv, without the object: if the store holds key at rv (a non-empty rv),
+// the key keeps its stored object, as a Put of an object with that
+// resourceVersion would, and Keep returns true. Otherwise it records
+// nothing and returns false; Put the object instead. A later Put of the
+// same key wins.
+func (r *ReplaceSession[T]) Keep(key ObjectKey, rv string) bool {
+	if rv == "" {
+		return false
+	}
+	r.s.mu.RLock()
+	e, ok := r.s.items[key]
+	ok = ok && e.rv() == rv
+	if ok {
+		e.seen.Store(r.gen)
+	}
+	r.s.mu.RUnlock()
+	if !ok {
+		return false
+	}
+	r.n++
+	delete(r.pending, key)
+	return true
+}
+
+// unchanged implements relistFilter: whether Keep would keep
+// namespace/name at rv. It only reads the store (which no one writes
+// while the session is open), so the protobuf watch reader may call it
+// from its own goroutine.
+func (r *ReplaceSession[T]) unchanged(namespace, name, rv []byte) bool {
+	if len(rv) == 0 {
+		return false
+	}
+	r.s.mu.RLock()
+	e, ok := r.s.items[ObjectKey{Namespace: string(namespace), Name: string(name)}]
+	ok = ok && e.rv() == string(rv)
+	r.s.mu.RUnlock()
+	return ok
+}
+
+// Len returns how many objects were Put (or kept) so far.
 func (r *ReplaceSession[T]) Len() int { return r.n }
 
 // Finish swaps the listing in under the write lock, records rv, and returns
@@ -428,7 +468,7 @@ func (r *ReplaceSession[T]) Finish(rv string) []Change[T] {
 	s := r.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var changes []Change[T]
+	changes := make([]Change[T], 0, len(r.pending))
 	for key, e := range s.items {
 		if e.seen.Load() == r.gen {
 			continue

@@ -322,3 +322,54 @@ func key(s string) cache.ObjectKey {
 	}
 	return cache.ObjectKey{Name: s}
 }
+
+// Keep marks a key the store holds at the given resourceVersion as part of
+// the listing without its object: it stays (the same object), no change is
+// reported for it, and a key kept at another resourceVersion is not kept.
+// The same in a compact store, which holds bytes.
+func TestReplaceSessionKeep(t *testing.T) {
+	for _, compact := range []bool{false, true} {
+		t.Run(fmt.Sprint("compact=", compact), func(t *testing.T) {
+			var o cache.StoreOptions[*corev1.Pod]
+			if compact {
+				o.Codec = cache.DefaultCodec[*corev1.Pod]()
+			}
+			s, w := cache.NewStore(o)
+			w.Replace([]*corev1.Pod{pod("a", "kept", "1"), pod("a", "stale", "1"), pod("a", "put-then-kept", "1"), pod("a", "kept-then-put", "1"), pod("a", "gone", "1")}, "1")
+			before, _ := s.Get(key("a/kept"))
+			r := w.BeginReplace()
+			if !r.Keep(key("a/kept"), "1") {
+				t.Fatal("Keep of a key held at its resourceVersion returned false")
+			}
+			if r.Keep(key("a/stale"), "2") || r.Keep(key("a/absent"), "1") || r.Keep(key("a/gone"), "") {
+				t.Fatal("Keep returned true for a key not held at that resourceVersion")
+			}
+			r.Put(pod("a", "put-then-kept", "2"))
+			if !r.Keep(key("a/put-then-kept"), "1") {
+				t.Fatal("Keep after Put returned false")
+			}
+			if !r.Keep(key("a/kept-then-put"), "1") {
+				t.Fatal("Keep returned false")
+			}
+			r.Put(pod("a", "kept-then-put", "3"))
+			if r.Len() != 5 {
+				t.Errorf("Len %d, want 5 (three Keeps and two Puts; refused Keeps do not count)", r.Len())
+			}
+			got := changesString(r.Finish("5"))
+			want := []string{"deleted a/gone", "deleted a/stale", "updated a/kept-then-put 1->3"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("changes %v, want %v", got, want)
+			}
+			if got := keysOf(s.List(nil)); !slices.Equal(got, []string{"a/kept", "a/kept-then-put", "a/put-then-kept"}) {
+				t.Fatalf("after Finish: %v", got)
+			}
+			after, _ := s.Get(key("a/kept"))
+			if after.ResourceVersion != "1" || (!compact && after != before) {
+				t.Errorf("the kept object was replaced: %p@%s, was %p", after, after.ResourceVersion, before)
+			}
+			if p, _ := s.Get(key("a/put-then-kept")); p.ResourceVersion != "1" {
+				t.Errorf("Keep after Put: stored resourceVersion %s, want the kept 1", p.ResourceVersion)
+			}
+		})
+	}
+}

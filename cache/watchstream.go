@@ -77,6 +77,11 @@ type protoWatch struct {
 	// nextEvent on the reflector's goroutine only: ResultChan drops it).
 	reuse *specReuse
 	rest  []byte // reused buffer of an object without its spec
+	// relist, if set, is the session of the watch-list this stream
+	// answers: until the initial-events-end bookmark, objects it finds
+	// unchanged are sent as unchangedObject, not decoded (relistskip.go).
+	// Used by whichever goroutine reads events.
+	relist relistFilter
 
 	stopOnce sync.Once
 	stopped  chan struct{}
@@ -102,6 +107,9 @@ func (w *protoWatch) nextEvent() (watch.Event, error) {
 	if err != nil {
 		return watch.Event{}, fmt.Errorf("decode object of %s watch event: %w", typ, err)
 	}
+	if typ == watch.Bookmark && w.relist != nil && initialEventsEnd(obj) {
+		w.relist = nil // the session is finished with this event
+	}
 	return watch.Event{Type: typ, Object: obj}, nil
 }
 
@@ -112,6 +120,11 @@ func (w *protoWatch) bufferedEvent() bool { return w.frames.buffered() }
 // the frame buffer is reused.
 func (w *protoWatch) decodeObject(typ watch.EventType, data []byte) (runtime.Object, error) {
 	d := w.dec
+	if w.relist != nil && (typ == watch.Added || typ == watch.Modified) {
+		if u := w.peekUnchanged(data); u != nil {
+			return u, nil
+		}
+	}
 	if d.lean {
 		if out, ok := stripProtobuf(w.strip[:0], data, d.kinds); ok {
 			data = out
@@ -262,6 +275,7 @@ func (s *protoStream) watch(ctx context.Context, req *rest.Request, lean bool) (
 		dec = s.lean
 	}
 	w := newProtoWatch(body, dec)
+	w.relist = relistFilterOf(ctx)
 	if r := specReuseOf(ctx); lean && r != nil && dec.objType == r.typ {
 		w.reuse = r
 	}

@@ -111,6 +111,7 @@ func TestStuckEventHandlerDoesNotHoldTheWatch(t *testing.T) {
 		w.Action("BOOKMARK", bookmark("1", true))
 		synctest.Wait()
 		w.Add(pod("a", "p1", "2")) // taken by the stuck handler, which blocks in OnAdd
+		synctest.Wait()            // (changes arriving in one batch would be merged)
 		w.Add(pod("a", "p2", "3"))
 		w.Modify(pod("a", "p2", "4"))
 		w.Add(pod("a", "p3", "5"))

@@ -26,6 +26,14 @@ const maxProtoFrame = 16 << 20
 // back to: one read can return many small events at once.
 const protoFrameMinBuf = 32 << 10
 
+// protoFrameMaxRead bounds how far a protoFrameReader grows its buffer
+// while Reads keep filling it (a backlog, as during a watch-list's
+// initial events). Each Read of an HTTP/2 body that returns data makes
+// the client write a WINDOW_UPDATE frame (a TLS record and a write
+// syscall on the reading goroutine) and the server handle it, so fewer,
+// larger Reads save CPU on both ends of a long stream.
+const protoFrameMaxRead = 512 << 10
+
 // Protobuf field numbers of metav1.WatchEvent and runtime.RawExtension.
 const (
 	watchEventTypeField   = 1
@@ -44,6 +52,9 @@ type protoFrameReader struct {
 	buf        []byte
 	start, end int   // buf[start:end] is read and not yet returned
 	err        error // the Read error that ended the stream, once seen
+	// backlog: the last Read filled all the space it was given, so more
+	// data is probably waiting; the next Read gets a larger buffer.
+	backlog bool
 }
 
 // next returns the next frame. It is valid until the next call to next.
@@ -95,6 +106,7 @@ func (f *protoFrameReader) fill(n int) error {
 		if m < 0 || m > len(f.buf)-f.end {
 			return fmt.Errorf("watch stream: reader returned %d bytes for a %d-byte buffer", m, len(f.buf)-f.end)
 		}
+		f.backlog = m == len(f.buf)-f.end
 		f.end += m
 		if err != nil {
 			f.err = err
@@ -106,25 +118,30 @@ func (f *protoFrameReader) fill(n int) error {
 }
 
 // makeRoom makes buf[start:] hold at least n bytes, moving the unread
-// bytes to the front, growing the buffer, or shrinking it back after a
-// large frame.
+// bytes to the front, growing the buffer (for a large frame, or up to
+// protoFrameMaxRead while Reads fill it), or shrinking it back once it is
+// empty and the stream has no backlog.
 func (f *protoFrameReader) makeRoom(n int) {
 	unread := f.end - f.start
 	if unread == 0 {
 		f.start, f.end = 0, 0
-		if len(f.buf) > 4*protoFrameMinBuf && n <= protoFrameMinBuf {
+		if len(f.buf) > 4*protoFrameMinBuf && n <= protoFrameMinBuf && !f.backlog {
 			f.buf = nil
 		}
 	}
-	if len(f.buf)-f.start >= n && f.end < len(f.buf) {
+	grow := f.backlog && len(f.buf) < protoFrameMaxRead
+	if len(f.buf)-f.start >= n && f.end < len(f.buf) && !grow {
 		return
 	}
 	if f.start > 0 {
 		copy(f.buf, f.buf[f.start:f.end])
 		f.start, f.end = 0, unread
 	}
-	if len(f.buf) < n || f.end == len(f.buf) {
+	if len(f.buf) < n || f.end == len(f.buf) || grow {
 		size := max(n, 2*len(f.buf), protoFrameMinBuf)
+		if grow && n <= protoFrameMaxRead {
+			size = min(size, protoFrameMaxRead)
+		}
 		buf := make([]byte, size)
 		copy(buf, f.buf[:f.end])
 		f.buf = buf

@@ -133,3 +133,14 @@ func (l leanLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Obje
 func (l leanLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	return l.ListerWatcher.Watch(withSpecReuse(withLean(ctx), l.reuse), opts)
 }
+
+// canListPages and listPages pass the wrapped ListerWatcher's prefetching
+// paginated list on (listprefetch.go), marked for lean decoding like List.
+func (l leanLW) canListPages() bool {
+	ps, ok := l.ListerWatcher.(pageSource)
+	return ok && ps.canListPages()
+}
+
+func (l leanLW) listPages(ctx context.Context, opts metav1.ListOptions, each func(runtime.Object) error) error {
+	return l.ListerWatcher.(pageSource).listPages(withLean(ctx), opts, each)
+}

@@ -34,12 +34,19 @@ type demoConfig struct {
 	objects    int
 	churn      float64
 	deletes    float64
+	// maxWorkers caps the operator's adaptive pool: 8 by default, which
+	// with loadConcurrency's 4 keeps the local control plane's Foo watch
+	// terminations at 0 (see loadBulk); the operator library's own default
+	// is unchanged.
 	maxWorkers int
-	timeout    time.Duration
-	addr       string
-	keep       bool
-	replicas   int
-	cbor       bool
+	// loadConcurrency caps the load generator's writes in flight (see
+	// loadBulk).
+	loadConcurrency int
+	timeout         time.Duration
+	addr            string
+	keep            bool
+	replicas        int
+	cbor            bool
 }
 
 func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,7 +65,8 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 	fs.IntVar(&d.objects, "objects", 2000, "how many Foo objects to create")
 	fs.Float64Var(&d.churn, "churn", 0.2, "fraction of Foos whose spec is changed after creation")
 	fs.Float64Var(&d.deletes, "deletes", 0.05, "fraction of Foos deleted after creation")
-	fs.IntVar(&d.maxWorkers, "max-workers", 32, "upper bound of the adaptive worker pool")
+	fs.IntVar(&d.maxWorkers, "max-workers", 8, "upper bound of the adaptive worker pool")
+	fs.IntVar(&d.loadConcurrency, "load-concurrency", 4, "most writes the load generator has in flight at once")
 	fs.DurationVar(&d.timeout, "timeout", 5*time.Minute, "give up if not converged by then")
 	fs.StringVar(&d.addr, "addr", "127.0.0.1:0", `metrics, health and /debug/skiff address ("-" for none)`)
 	fs.BoolVar(&d.keep, "keep", false, "keep the demo namespace (with --kubeconfig)")
@@ -74,6 +82,8 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 		return d, usageError{fmt.Errorf("--churn and --deletes are fractions in [0, 1], got %v and %v", d.churn, d.deletes)}
 	case d.maxWorkers < 1:
 		return d, usageError{fmt.Errorf("--max-workers must be at least 1, got %d", d.maxWorkers)}
+	case d.loadConcurrency < 1:
+		return d, usageError{fmt.Errorf("--load-concurrency must be at least 1, got %d", d.loadConcurrency)}
 	case d.replicas < 1:
 		return d, usageError{fmt.Errorf("--replicas must be at least 1, got %d", d.replicas)}
 	case d.timeout <= 0:
@@ -102,17 +112,14 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 		cfg, where = env.Config(), env.Server()
 		fmt.Fprintf(stdout, "skiff demo: control plane ready in %.1fs at %s\n", env.ReadyIn().Seconds(), where)
 	}
-	// Skiff's default: no client-side throttling; the server's priority and
-	// fairness is the limiter.
-	cfg.QPS, cfg.Burst = -1, 0
-	cfg.Timeout = 30 * time.Second
+	cfg, setupCfg := demoClientConfigs(cfg)
 
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelSetup()
-	if _, err := testenv.ApplyCRDs(setupCtx, cfg, foo.CRD); err != nil {
+	if _, err := testenv.ApplyCRDs(setupCtx, setupCfg, foo.CRD); err != nil {
 		return fmt.Errorf("install the Foo CRD on %s: %w", where, err)
 	}
-	load, err := kubernetes.NewForConfig(cfg)
+	load, err := kubernetes.NewForConfig(setupCfg)
 	if err != nil {
 		return err
 	}
@@ -185,6 +192,23 @@ func runDemo(ctx context.Context, d demoConfig, stdout, stderr io.Writer) error 
 	return nil
 }
 
+// demoClientConfigs returns the config of the operator and the load
+// generator, and the config of the demo's own setup calls. Both have
+// Skiff's default of no client-side throttling (the server's priority and
+// fairness is the limiter). Only setup gets an overall timeout; run has
+// none, whatever cfg had: a rest.Config's Timeout becomes its http.Client's,
+// which also cuts every watch (with 30s it cut the operator's watches every
+// 30s, counted as watch restarts in runs that long). The operator's and the
+// load's clients time each non-watch request themselves (client.Tune).
+func demoClientConfigs(cfg *rest.Config) (run, setup *rest.Config) {
+	run = rest.CopyConfig(cfg)
+	run.QPS, run.Burst = -1, 0
+	run.Timeout = 0
+	setup = rest.CopyConfig(run)
+	setup.Timeout = 30 * time.Second
+	return run, setup
+}
+
 // expected is the final state the load generator asked for.
 type expected struct {
 	ns       string
@@ -195,15 +219,23 @@ type expected struct {
 	deleted  int
 }
 
-// demoBulk starts the load generator's writes at the 32 in flight the demo
-// always used and lets client.Bulk adapt from there: the operator shares the
-// machine, and starting low made the load, not the operator, the slow part
-// of the measured convergence time.
-var demoBulk = client.BulkOptions{InitialConcurrency: 32}
+// loadBulk runs the load generator's writes n at once from the start
+// (--load-concurrency, default 4), at most n, and lets client.Bulk lower
+// that when latency says the server queues. More does not make the local
+// control plane faster: on two cores shared with the operator it is
+// CPU-bound, and every extra write in flight is one more runnable goroutine
+// ahead of the API server's per-watch goroutines, which then fall more than
+// their 10-event buffers behind and are terminated. With 32 writes (Bulk
+// could go to 64) and 32 workers, 1–11 Foo watchers were terminated per
+// 2000-Foo run; with 4 writes and 8 workers none, at 2000 and at 10000
+// Foos (README, "What the load is").
+func loadBulk(n int) client.BulkOptions {
+	return client.BulkOptions{InitialConcurrency: n, MaxConcurrency: n}
+}
 
 // makeLoad creates d.objects Foos, then changes d.churn of them and deletes
-// d.deletes of them, each step with client.Bulk (as many at once as the
-// server takes without queueing), through its own client: cfg is not the
+// d.deletes of them, each step with client.Bulk (at most d.loadConcurrency
+// at once, see loadBulk), through its own client: cfg is not the
 // operator's counted config, so the load's requests are not counted.
 func makeLoad(ctx context.Context, cfg *rest.Config, scheme *kruntime.Scheme, ns string, d demoConfig, stdout io.Writer) (*expected, error) {
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
@@ -223,7 +255,7 @@ func makeLoad(ctx context.Context, cfg *rest.Config, scheme *kruntime.Scheme, ns
 	fmt.Fprintf(stdout, "skiff demo: creating %d Foos in namespace %s\n", d.objects, ns)
 	want.start = time.Now()
 	create := func(ctx context.Context, f *foo.Foo) error { return c.Create(ctx, f) }
-	if err := client.Bulk(ctx, foos, create, demoBulk).Err(); err != nil {
+	if err := client.Bulk(ctx, foos, create, loadBulk(d.loadConcurrency)).Err(); err != nil {
 		return nil, fmt.Errorf("create Foos: %w", err)
 	}
 	want.created = d.objects
@@ -245,11 +277,11 @@ func makeLoad(ctx context.Context, cfg *rest.Config, scheme *kruntime.Scheme, ns
 		data := fmt.Appendf(nil, `{"spec":{"message":%q}}`, want.messages[f.Name])
 		return c.Patch(ctx, f, client.RawPatch(types.MergePatchType, data))
 	}
-	if err := client.Bulk(ctx, change, patch, demoBulk).Err(); err != nil {
+	if err := client.Bulk(ctx, change, patch, loadBulk(d.loadConcurrency)).Err(); err != nil {
 		return nil, fmt.Errorf("change Foos: %w", err)
 	}
 	remove := func(ctx context.Context, f *foo.Foo) error { return c.Delete(ctx, f) }
-	if err := client.Bulk(ctx, del, remove, demoBulk).Err(); err != nil {
+	if err := client.Bulk(ctx, del, remove, loadBulk(d.loadConcurrency)).Err(); err != nil {
 		return nil, fmt.Errorf("delete Foos: %w", err)
 	}
 	want.changed, want.deleted = len(change), len(del)

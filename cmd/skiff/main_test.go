@@ -125,6 +125,7 @@ func TestDemoBadFlags(t *testing.T) {
 		{"demo", "--objects=0"},
 		{"demo", "--churn=2"},
 		{"demo", "--max-workers=0"},
+		{"demo", "--load-concurrency=0"},
 		{"demo", "--timeout=-1s"},
 	} {
 		var stderr strings.Builder

@@ -94,9 +94,17 @@ var informerImpls = []informerImpl{
 		return startSkiff(s, skiffcache.Options[*corev1.Pod]{WatchList: skiffcache.WatchListOff})
 	}},
 	// The same, each page requested after the previous one was decoded
-	// (a wrapped ListerWatcher does not run whole lists itself).
+	// (a wrapped ListerWatcher does not run whole lists itself). A
+	// scenario's own wrapper (I4's relist trigger) stays outermost.
 	{"skiff/pagedlist-noprefetch", func(s informerSetup) (*runningInformer, error) {
-		s.wrap = func(lw listWatcher) listWatcher { return struct{ listWatcher }{lw} }
+		outer := s.wrap
+		s.wrap = func(lw listWatcher) listWatcher {
+			var w listWatcher = struct{ listWatcher }{lw}
+			if outer != nil {
+				w = outer(w)
+			}
+			return w
+		}
 		return startSkiff(s, skiffcache.Options[*corev1.Pod]{WatchList: skiffcache.WatchListOff})
 	}},
 	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireDefault, false) }},

@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+
+	skiffcache "github.com/skiffkit/skiff/cache"
 )
 
 // informerTimeout bounds every wait of the informer scenarios.
@@ -210,6 +212,11 @@ type relistTrigger struct {
 }
 
 func (t *relistTrigger) wrap(lw listWatcher) listWatcher { t.inner = lw; return t }
+
+// RelayedFrom makes the trigger a cache.EventRelay for skiff's informers:
+// it passes watch events on unread, so a relist through it may keep
+// unchanged objects undecoded, as it does without the trigger.
+func (t *relistTrigger) RelayedFrom() skiffcache.ListerWatcher { return t.inner }
 
 // fire sends the 410 and waits until the relist has been received.
 func (t *relistTrigger) fire(timeout time.Duration) error {

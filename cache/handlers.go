@@ -303,6 +303,11 @@ func (h *eventHandler[T]) run(ctx context.Context) {
 		before := h.pending.keys()
 		changes, marker, ok := h.pending.pop(buf[:0])
 		h.stats.backlog.Add(int64(h.pending.keys() - before))
+		if ok && marker && !h.closed {
+			// Under h.mu: a Remove (close, then markStopped) either
+			// comes after this, or the marker is never popped.
+			h.sync.markSynced()
+		}
 		h.mu.Unlock()
 		if !ok {
 			select {
@@ -315,7 +320,6 @@ func (h *eventHandler[T]) run(ctx context.Context) {
 			continue
 		}
 		if marker {
-			h.sync.markSynced()
 			continue
 		}
 		for _, c := range changes {

@@ -168,7 +168,10 @@ type Stats struct {
 	WatchRestarts int64 // watches reopened after one ended
 	Events        int64 // watch events applied
 	Skipped       int64 // objects that could not be decoded or had no name
-	Errors        int64 // failed lists and watches
+	// Kept counts objects a relist found unchanged on the wire (same
+	// key and resourceVersion as stored) and kept without decoding them.
+	Kept   int64
+	Errors int64 // failed lists and watches
 	// HandlerBacklog is how many keys wait for the informer's event
 	// handlers (summed over handlers): changes they have not received yet.
 	HandlerBacklog int64
@@ -183,7 +186,7 @@ func (inf *Informer[T]) Stats() Stats {
 	rv, _ := inf.stats.lastRV.Load().(string)
 	return Stats{
 		Objects: inf.store.Len(), Relists: inf.stats.relists.Load(), WatchRestarts: inf.stats.watchRestarts.Load(),
-		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Errors: inf.stats.errors.Load(),
+		Events: inf.stats.events.Load(), Skipped: inf.stats.skipped.Load(), Kept: inf.stats.kept.Load(), Errors: inf.stats.errors.Load(),
 		HandlerBacklog: inf.stats.backlog.Load(), Coalesced: inf.stats.coalesced.Load(), ResourceVersion: rv,
 	}
 }

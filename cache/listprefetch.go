@@ -85,20 +85,22 @@ func (l *restLW) listPages(ctx context.Context, opts metav1.ListOptions, each fu
 			r.body.Close()
 		}
 	}()
-	for {
+	for page := 1; ; page++ {
 		r := <-next
 		next = make(chan pageResp, 1)
 		next <- pageResp{}
 		if r.err != nil {
 			return r.err
 		}
+		requested := false
 		data, token, err := readPage(r.body, func(token string) {
 			opts.Continue = token
 			next = start(opts)
+			requested = true
 		})
 		r.body.Close()
 		if err != nil {
-			return fmt.Errorf("read a page: %w", err)
+			return fmt.Errorf("read page %d of %s: %w", page, l.resource, err)
 		}
 		d := dec
 		if !bytes.HasPrefix(data, protobufMagic) {
@@ -106,7 +108,21 @@ func (l *restLW) listPages(ctx context.Context, opts metav1.ListOptions, each fu
 		}
 		obj, err := runtime.Decode(d, data)
 		if err != nil {
-			return fmt.Errorf("decode a page: %w", err)
+			return fmt.Errorf("decode page %d of %s (%d bytes): %w", page, l.resource, len(data), err)
+		}
+		// The decoded page's own continue token is the one that counts:
+		// a token missed by the early read must not end the list short.
+		lm, err := meta.ListAccessor(obj)
+		if err != nil {
+			return fmt.Errorf("page %d of %s: unexpected list type %T: %w", page, l.resource, obj, err)
+		}
+		if lm.GetContinue() != token {
+			if requested {
+				return fmt.Errorf("page %d of %s: continue token %.20q read early differs from the decoded page's %.20q", page, l.resource, token, lm.GetContinue())
+			}
+			token = lm.GetContinue()
+			opts.Continue = token
+			next = start(opts)
 		}
 		if err := each(obj); err != nil {
 			return err

@@ -15,6 +15,7 @@ type informerStats struct {
 	watchRestarts atomic.Int64
 	events        atomic.Int64
 	skipped       atomic.Int64
+	kept          atomic.Int64 // relisted objects kept undecoded (relistskip.go)
 	errors        atomic.Int64
 	backlog       atomic.Int64 // keys waiting for event handlers, summed over handlers
 	coalesced     atomic.Int64 // changes merged into ones already waiting for a handler

@@ -25,7 +25,8 @@ import (
 // List returns a list object (meta.ListAccessor and meta.EachListItem work
 // on it: a typed list, *unstructured.UnstructuredList or
 // *metav1.PartialObjectMetadataList). Watch returns a stream whose ERROR
-// events carry a *metav1.Status.
+// events carry a *metav1.Status. A wrapper of another ListerWatcher that
+// passes watch events on unread should implement EventRelay.
 type ListerWatcher interface {
 	List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error)
 	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
@@ -244,7 +245,11 @@ func (r *reflector[T]) watchList(ctx context.Context) error {
 	opts.AllowWatchBookmarks = true
 	opts.TimeoutSeconds = r.watchTimeout()
 	session := r.store.BeginReplace()
-	w, err := r.lw.Watch(withRelistFilter(ctx, session), opts)
+	wctx := ctx
+	if relaysEvents(r.lw) {
+		wctx = withRelistFilter(ctx, session)
+	}
+	w, err := r.lw.Watch(wctx, opts)
 	if err != nil {
 		return fmt.Errorf("watch-list %s: %w", r.resource, err)
 	}
@@ -433,8 +438,9 @@ func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession
 // missing from the listing, so the listing must not be finished).
 func (r *reflector[T]) keep(u *unchangedObject, session *ReplaceSession[T]) error {
 	if session == nil || u.from != relistFilter(session) || !session.Keep(ObjectKey{Namespace: u.Namespace, Name: u.Name}, u.ResourceVersion) {
-		return fmt.Errorf("watch-list %s: %s/%s at resourceVersion %s was not decoded as unchanged, but the listing's store does not hold it", r.resource, u.Namespace, u.Name, u.ResourceVersion)
+		return fmt.Errorf("watch-list %s: %s/%s at resourceVersion %s was skipped as unchanged, but the store no longer holds it at that resourceVersion or the event came from another listing", r.resource, u.Namespace, u.Name, u.ResourceVersion)
 	}
+	r.stats.kept.Add(1)
 	return nil
 }
 

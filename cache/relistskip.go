@@ -52,8 +52,10 @@ type relistFilter interface {
 // unchangedObject stands in a watch-list's initial events for an object
 // the store already holds at the same resourceVersion: the protobuf watch
 // reader sends it instead of decoding the object. Its ObjectMeta holds
-// only namespace, name and resourceVersion, so ListerWatcher wrappers
-// that read events' metadata keep working.
+// only namespace, name and resourceVersion. A ListerWatcher wrapper that
+// read events' objects (to filter them by labels, say) would misjudge it,
+// so the informer asks for the skip only through wrappers that say they
+// pass events on unread (relaysEvents, EventRelay).
 type unchangedObject struct {
 	metav1.ObjectMeta
 	// from is the filter that found the object unchanged: the reflector
@@ -71,12 +73,48 @@ func (u *unchangedObject) DeepCopyObject() runtime.Object {
 	return &c
 }
 
+// EventRelay is implemented by a ListerWatcher that wraps another and
+// passes its watch events on without reading their objects (it may end a
+// watch, add ERROR events or delay a request; it must not drop, change or
+// type-assert the objects of ADDED and MODIFIED events). An informer over
+// a TypedSource relists without decoding the objects its store already
+// holds at the same resourceVersion (see Stats.Kept); through wrappers it
+// does so only if each of them is an EventRelay, because such an object
+// reaches the wrappers as a stand-in that carries only its namespace,
+// name and resourceVersion.
+type EventRelay interface {
+	ListerWatcher
+	// RelayedFrom returns the ListerWatcher whose events this one passes
+	// on.
+	RelayedFrom() ListerWatcher
+}
+
+// relaysEvents reports whether lw's watch events reach the reflector
+// unread: lw is a REST source, the informer's own lean wrapper of one, or
+// a chain of EventRelays ending in one.
+func relaysEvents(lw ListerWatcher) bool {
+	for range 64 { // a chain longer than this is not worth following
+		switch l := lw.(type) {
+		case *restLW:
+			return true
+		case leanLW:
+			lw = l.ListerWatcher
+		case EventRelay:
+			lw = l.RelayedFrom()
+		default:
+			return false
+		}
+	}
+	return false
+}
+
 // relistFilterKey carries a watch-list's relistFilter to the watch request.
 type relistFilterKey struct{}
 
 // withRelistFilter marks ctx's watch request as the watch-list of f's
-// session. The mark travels in the context, so ListerWatcher wrappers in
-// between keep it; sources that cannot peek at wire bytes ignore it.
+// session. The mark travels in the context (through wrappers that
+// relaysEvents accepted); sources that cannot peek at wire bytes ignore
+// it.
 func withRelistFilter(ctx context.Context, f relistFilter) context.Context {
 	return context.WithValue(ctx, relistFilterKey{}, f)
 }

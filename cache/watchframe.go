@@ -102,11 +102,15 @@ func (f *protoFrameReader) fill(n int) error {
 			return f.err
 		}
 		f.makeRoom(n)
+		need := n - (f.end - f.start)
 		m, err := f.r.Read(f.buf[f.end:])
 		if m < 0 || m > len(f.buf)-f.end {
 			return fmt.Errorf("watch stream: reader returned %d bytes for a %d-byte buffer", m, len(f.buf)-f.end)
 		}
-		f.backlog = m == len(f.buf)-f.end
+		// A backlog: the Read filled all the room it had, and that was
+		// more than the frame being completed needed (a buffer sized for
+		// one large frame is filled by that frame alone).
+		f.backlog = m == len(f.buf)-f.end && m > need
 		f.end += m
 		if err != nil {
 			f.err = err
@@ -120,12 +124,13 @@ func (f *protoFrameReader) fill(n int) error {
 // makeRoom makes buf[start:] hold at least n bytes, moving the unread
 // bytes to the front, growing the buffer (for a large frame, or up to
 // protoFrameMaxRead while Reads fill it), or shrinking it back once it is
-// empty and the stream has no backlog.
+// empty and either was grown for one large frame (above protoFrameMaxRead)
+// or the stream has no backlog.
 func (f *protoFrameReader) makeRoom(n int) {
 	unread := f.end - f.start
 	if unread == 0 {
 		f.start, f.end = 0, 0
-		if len(f.buf) > 4*protoFrameMinBuf && n <= protoFrameMinBuf && !f.backlog {
+		if n <= protoFrameMinBuf && (len(f.buf) > protoFrameMaxRead || len(f.buf) > 4*protoFrameMinBuf && !f.backlog) {
 			f.buf = nil
 		}
 	}

@@ -217,6 +217,45 @@ func TestProtoFrameReaderLargeFrame(t *testing.T) {
 	}
 }
 
+// idleAfter serves data in full Reads, then records the size of the
+// buffer the next Read is given (where a watch waits for its next event)
+// and ends the stream.
+type idleAfter struct {
+	data     []byte
+	idleRead int
+}
+
+func (r *idleAfter) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		r.idleRead = len(p)
+		return 0, io.EOF
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// A buffer grown for one large frame is given up before the reader waits
+// for the next event: the Read that completed the frame filled the buffer
+// only because it was sized for that frame, which is no backlog.
+func TestProtoFrameReaderIdleAfterLargeFrame(t *testing.T) {
+	for _, size := range []int{300 << 10, 1 << 20} {
+		big := bytes.Repeat([]byte{7}, size)
+		data := binary.BigEndian.AppendUint32(nil, uint32(len(big)))
+		r := &idleAfter{data: append(data, big...)}
+		f := protoFrameReader{r: r}
+		if b, err := f.next(); err != nil || !bytes.Equal(b, big) {
+			t.Fatalf("%d-byte frame: %d bytes, %v", size, len(b), err)
+		}
+		if _, err := f.next(); !errors.Is(err, io.EOF) {
+			t.Fatalf("end: %v", err)
+		}
+		if r.idleRead > protoFrameMinBuf {
+			t.Errorf("after a %d-byte frame the idle Read was given %d bytes, want at most %d", size, r.idleRead, protoFrameMinBuf)
+		}
+	}
+}
+
 // ResultChan delivers the same events, closes at the end of the stream,
 // and turns an undecodable stream into an ERROR event, as client-go does.
 func TestProtoWatchResultChan(t *testing.T) {

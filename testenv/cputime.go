@@ -11,7 +11,8 @@ import (
 // Pid is the process id of the skiff-controlplane process, which testenv
 // starts directly (no wrapper). etcd and kube-apiserver run inside that
 // process; kube-controller-manager, unless Options.Controllers is "none",
-// runs in a child process of its own.
+// runs in a child process of its own. After Stop the id may belong to
+// another process.
 func (e *Env) Pid() int { return e.cmd.Process.Pid }
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat: USER_HZ, which
@@ -22,7 +23,8 @@ const userHZ = 100
 // etcd and kube-apiserver, all their threads — has used since it started,
 // read from /proc/<pid>/stat (Linux only). It does not include the
 // controller manager's child process. The kernel counts in ticks of 10 ms,
-// so compare differences over spans that use much more than that.
+// so compare differences over spans that use much more than that. Call it
+// only before Stop (the process id may be reused afterwards).
 func (e *Env) CPUTime() (time.Duration, error) {
 	path := fmt.Sprintf("/proc/%d/stat", e.Pid())
 	b, err := os.ReadFile(path)

@@ -94,12 +94,22 @@ func (l *goneLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Obj
 	return l.ListerWatcher.List(ctx, opts)
 }
 
+// RelayedFrom makes goneLW a cache.EventRelay: it passes the source's
+// events on unread, so the informer may skip unchanged objects through it.
+func (l *goneLW) RelayedFrom() cache.ListerWatcher { return l.ListerWatcher }
+
+// opaqueLW wraps a ListerWatcher without saying it relays events unread
+// (it is not a cache.EventRelay), as a user's filtering wrapper would.
+type opaqueLW struct{ cache.ListerWatcher }
+
 // A relist after a 410 in which most objects did not change hands out the
 // same objects as before and reports no change for them; a changed, a new
 // and a deleted object are reported. With a counting Transform: only the
 // changed and the new object are decoded (transformed) by the relist.
 // For the default mode, a compact store and a counting Transform, with
-// the protobuf watch read directly and through a relaying wrapper.
+// the protobuf watch read directly and through a relaying wrapper; behind
+// a wrapper that is not a cache.EventRelay the relist decodes everything
+// (nothing kept undecoded) and ends with the same cache.
 func TestRelistKeepsUnchangedObjects(t *testing.T) {
 	var transformed atomic.Int64
 	modes := map[string]cache.Options[*corev1.Pod]{
@@ -111,17 +121,17 @@ func TestRelistKeepsUnchangedObjects(t *testing.T) {
 		}},
 	}
 	for _, name := range []string{"default", "compact", "transform"} {
-		for _, relay := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/relay=%v", name, relay), func(t *testing.T) {
+		for _, wrap := range []string{"direct", "relay", "opaque"} {
+			t.Run(name+"/"+wrap, func(t *testing.T) {
 				o := modes[name]
 				o.InitialBackoff = 10 * time.Millisecond
-				relistKeepsUnchanged(t, o, relay, name == "transform", &transformed)
+				relistKeepsUnchanged(t, o, wrap, name == "transform", &transformed)
 			})
 		}
 	}
 }
 
-func relistKeepsUnchanged(t *testing.T, o cache.Options[*corev1.Pod], relay, counting bool, transformed *atomic.Int64) {
+func relistKeepsUnchanged(t *testing.T, o cache.Options[*corev1.Pod], wrap string, counting bool, transformed *atomic.Int64) {
 	ctx := ctxFor(t, 2*time.Minute)
 	cfg := shared.Config()
 	ns := testenv.Namespace(t, cfg)
@@ -135,8 +145,11 @@ func relistKeepsUnchanged(t *testing.T, o cache.Options[*corev1.Pod], relay, cou
 	if err != nil {
 		t.Fatal(err)
 	}
-	lw := &goneLW{ListerWatcher: src.LW, relay: relay}
+	lw := &goneLW{ListerWatcher: src.LW, relay: wrap == "relay"}
 	src.LW = lw
+	if wrap == "opaque" {
+		src.LW = opaqueLW{lw}
+	}
 	t.Cleanup(lw.release)
 	inf := cache.New(src, o)
 	var mu sync.Mutex
@@ -215,9 +228,16 @@ func relistKeepsUnchanged(t *testing.T, o cache.Options[*corev1.Pod], relay, cou
 	if p, _ := inf.Lister().Get(ns, "p1"); p.Labels["touched"] != "yes" {
 		t.Errorf("p1 not updated: labels %v", p.Labels)
 	}
+	wantKept, wantTransformed := int64(3), int64(2) // p0, p3, p4 kept; p1 and p5 decoded
+	if wrap == "opaque" {
+		wantKept, wantTransformed = 0, 5
+	}
+	if st := inf.Stats(); st.Kept != wantKept {
+		t.Errorf("the relist kept %d objects undecoded, want %d", st.Kept, wantKept)
+	}
 	if counting {
-		if n := transformed.Load(); n != 2 {
-			t.Errorf("the relist transformed %d objects, want 2 (the changed and the new pod)", n)
+		if n := transformed.Load(); n != wantTransformed {
+			t.Errorf("the relist transformed %d objects, want %d", n, wantTransformed)
 		}
 	}
 }

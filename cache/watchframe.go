@@ -26,14 +26,6 @@ const maxProtoFrame = 16 << 20
 // back to: one read can return many small events at once.
 const protoFrameMinBuf = 32 << 10
 
-// protoFrameMaxRead bounds how far a protoFrameReader grows its buffer
-// while Reads keep filling it (a backlog, as during a watch-list's
-// initial events). Each Read of an HTTP/2 body that returns data makes
-// the client write a WINDOW_UPDATE frame (a TLS record and a write
-// syscall on the reading goroutine) and the server handle it, so fewer,
-// larger Reads save CPU on both ends of a long stream.
-const protoFrameMaxRead = 512 << 10
-
 // Protobuf field numbers of metav1.WatchEvent and runtime.RawExtension.
 const (
 	watchEventTypeField   = 1
@@ -52,9 +44,6 @@ type protoFrameReader struct {
 	buf        []byte
 	start, end int   // buf[start:end] is read and not yet returned
 	err        error // the Read error that ended the stream, once seen
-	// backlog: the last Read filled all the space it was given, so more
-	// data is probably waiting; the next Read gets a larger buffer.
-	backlog bool
 }
 
 // next returns the next frame. It is valid until the next call to next.
@@ -102,15 +91,10 @@ func (f *protoFrameReader) fill(n int) error {
 			return f.err
 		}
 		f.makeRoom(n)
-		need := n - (f.end - f.start)
 		m, err := f.r.Read(f.buf[f.end:])
 		if m < 0 || m > len(f.buf)-f.end {
 			return fmt.Errorf("watch stream: reader returned %d bytes for a %d-byte buffer", m, len(f.buf)-f.end)
 		}
-		// A backlog: the Read filled all the room it had, and that was
-		// more than the frame being completed needed (a buffer sized for
-		// one large frame is filled by that frame alone).
-		f.backlog = m == len(f.buf)-f.end && m > need
 		f.end += m
 		if err != nil {
 			f.err = err
@@ -122,31 +106,25 @@ func (f *protoFrameReader) fill(n int) error {
 }
 
 // makeRoom makes buf[start:] hold at least n bytes, moving the unread
-// bytes to the front, growing the buffer (for a large frame, or up to
-// protoFrameMaxRead while Reads fill it), or shrinking it back once it is
-// empty and either was grown for one large frame (above protoFrameMaxRead)
-// or the stream has no backlog.
+// bytes to the front, growing the buffer, or shrinking it back after a
+// large frame.
 func (f *protoFrameReader) makeRoom(n int) {
 	unread := f.end - f.start
 	if unread == 0 {
 		f.start, f.end = 0, 0
-		if n <= protoFrameMinBuf && (len(f.buf) > protoFrameMaxRead || len(f.buf) > 4*protoFrameMinBuf && !f.backlog) {
+		if len(f.buf) > 4*protoFrameMinBuf && n <= protoFrameMinBuf {
 			f.buf = nil
 		}
 	}
-	grow := f.backlog && len(f.buf) < protoFrameMaxRead
-	if len(f.buf)-f.start >= n && f.end < len(f.buf) && !grow {
+	if len(f.buf)-f.start >= n && f.end < len(f.buf) {
 		return
 	}
 	if f.start > 0 {
 		copy(f.buf, f.buf[f.start:f.end])
 		f.start, f.end = 0, unread
 	}
-	if len(f.buf) < n || f.end == len(f.buf) || grow {
+	if len(f.buf) < n || f.end == len(f.buf) {
 		size := max(n, 2*len(f.buf), protoFrameMinBuf)
-		if grow && n <= protoFrameMaxRead {
-			size = min(size, protoFrameMaxRead)
-		}
 		buf := make([]byte, size)
 		copy(buf, f.buf[:f.end])
 		f.buf = buf

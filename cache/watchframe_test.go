@@ -236,8 +236,7 @@ func (r *idleAfter) Read(p []byte) (int, error) {
 }
 
 // A buffer grown for one large frame is given up before the reader waits
-// for the next event: the Read that completed the frame filled the buffer
-// only because it was sized for that frame, which is no backlog.
+// for the next event, so an idle watch does not hold it.
 func TestProtoFrameReaderIdleAfterLargeFrame(t *testing.T) {
 	for _, size := range []int{300 << 10, 1 << 20} {
 		big := bytes.Repeat([]byte{7}, size)
@@ -358,72 +357,4 @@ func FuzzProtoWatch(f *testing.F) {
 			}
 		}
 	})
-}
-
-// readCounter counts Reads and the largest buffer a Read was given; with
-// trickle set, each Read returns at most one frame of the stream (events
-// arriving one by one).
-type readCounter struct {
-	r       io.Reader
-	reads   int
-	largest int
-	trickle []int // frame sizes still to trickle, in order
-}
-
-func (c *readCounter) Read(p []byte) (int, error) {
-	c.reads++
-	c.largest = max(c.largest, len(p))
-	if len(c.trickle) > 0 && len(p) > c.trickle[0] {
-		p = p[:c.trickle[0]]
-		c.trickle = c.trickle[1:]
-	}
-	return c.r.Read(p)
-}
-
-// While Reads keep filling the buffer (a backlog), the reader grows it up
-// to protoFrameMaxRead, so a long stream takes few Reads (each Read of an
-// HTTP/2 body costs a WINDOW_UPDATE); once events trickle in one at a
-// time it shrinks back.
-func TestProtoFrameReaderGrowsWithBacklog(t *testing.T) {
-	const frameSize, backlogFrames, trickleFrames = 9000, 1000, 20
-	var data []byte
-	var trickle []int
-	for i := range backlogFrames + trickleFrames {
-		data = binary.BigEndian.AppendUint32(data, frameSize)
-		data = append(data, bytes.Repeat([]byte{byte(i)}, frameSize)...)
-		if i >= backlogFrames {
-			trickle = append(trickle, 4+frameSize)
-		}
-	}
-	backlog := backlogFrames * (4 + frameSize)
-	rc := &readCounter{r: bytes.NewReader(data[:backlog])}
-	f := protoFrameReader{r: rc}
-	for i := range backlogFrames {
-		b, err := f.next()
-		if err != nil || len(b) != frameSize || b[0] != byte(i) || b[frameSize-1] != byte(i) {
-			t.Fatalf("frame %d: %d bytes, %v", i, len(b), err)
-		}
-	}
-	if rc.largest <= protoFrameMaxRead/2 || rc.largest > protoFrameMaxRead {
-		t.Errorf("largest Read buffer %d bytes, want more than half of %d and no more", rc.largest, protoFrameMaxRead)
-	}
-	// Doubling from protoFrameMinBuf takes a few Reads; then each Read
-	// fills nearly the whole maximum buffer.
-	if limit := backlog/(protoFrameMaxRead-4-frameSize) + 8; rc.reads > limit {
-		t.Errorf("%d Reads for a %d-byte backlog, want at most %d", rc.reads, backlog, limit)
-	}
-	// The events after the backlog arrive one Read at a time.
-	rc.r, rc.trickle = bytes.NewReader(data[backlog:]), trickle
-	for i := backlogFrames; i < backlogFrames+trickleFrames; i++ {
-		b, err := f.next()
-		if err != nil || len(b) != frameSize || b[0] != byte(i) {
-			t.Fatalf("frame %d: %d bytes, %v", i, len(b), err)
-		}
-	}
-	if len(f.buf) > protoFrameMinBuf {
-		t.Errorf("buffer kept at %d bytes while events trickle in, want %d", len(f.buf), protoFrameMinBuf)
-	}
-	if _, err := f.next(); !errors.Is(err, io.EOF) {
-		t.Fatalf("end: %v", err)
-	}
 }

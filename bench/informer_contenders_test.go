@@ -107,6 +107,13 @@ var informerImpls = []informerImpl{
 		}
 		return startSkiff(s, skiffcache.Options[*corev1.Pod]{WatchList: skiffcache.WatchListOff})
 	}},
+	// skiff's defaults with its watch stream on HTTP/2 (as before
+	// 2026-11-26 evening) instead of HTTP/1.1 on a connection of its own.
+	{"skiff/http2", func(s informerSetup) (*runningInformer, error) {
+		s.cfg = rest.CopyConfig(s.cfg)
+		s.cfg.TLSClientConfig.NextProtos = []string{"h2", "http/1.1"}
+		return startSkiff(s, skiffcache.Options[*corev1.Pod]{})
+	}},
 	{"clientgo/defaults", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireDefault, false) }},
 	{"clientgo/json", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireJSON, false) }},
 	{"clientgo/tuned", func(s informerSetup) (*runningInformer, error) { return startClientGo(s, wireProtobuf, true) }},

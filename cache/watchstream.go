@@ -223,8 +223,9 @@ func errorStatus(err error) *metav1.Status {
 }
 
 // protoStream opens watches whose protobuf response body the reflector
-// reads itself (see eventSource). Its client accepts only protobuf and is
-// not rate limited (client-go does not rate-limit watches either).
+// reads itself (see eventSource). Its client accepts only protobuf, is
+// not rate limited (client-go does not rate-limit watches either), and
+// speaks HTTP/1.1 on connections of its own (see streamConfig).
 type protoStream struct {
 	c          rest.Interface
 	full, lean *protoWatchDecoder
@@ -243,7 +244,7 @@ func newProtoStream[T Object](cfg *rest.Config, kinds wireKinds) (*protoStream, 
 	if fallback == nil {
 		return nil, errors.New("the serializer has no protobuf decoder")
 	}
-	wc := rest.CopyConfig(cfg)
+	wc := streamConfig(cfg) // HTTP/1.1, a connection of its own
 	wc.AcceptContentTypes = runtime.ContentTypeProtobuf
 	wc.RateLimiter, wc.QPS = nil, -1
 	c, err := rest.RESTClientFor(wc)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/skiffkit/skiff/internal/netdial"
 )
 
 // Tune returns a copy of cfg with Skiff's transport defaults: an adaptive
@@ -90,7 +92,7 @@ func Tune(cfg *rest.Config, o TransportOptions) (*rest.Config, error) {
 		out.QPS = -1 // the adaptive limiter below replaces client-go's 5 QPS token bucket
 	}
 	if out.Dial == nil {
-		out.Dial = dialer(o.KeepAlive).DialContext
+		out.Dial = netdial.Dialer(o.KeepAlive).DialContext
 	}
 	host := hostOf(out)
 	t := &tuned{o: o, host: host, budget: newRetryBudget(o.RetryRate, o.RetryBurst, o.Now())}

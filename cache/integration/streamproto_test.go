@@ -1,0 +1,108 @@
+package integration
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/skiffkit/skiff/cache"
+	"github.com/skiffkit/skiff/testenv"
+)
+
+// protoRecorder records the HTTP protocol of every watch response and of
+// every other response.
+type protoRecorder struct {
+	mu           sync.Mutex
+	watch, other map[int]int // ProtoMajor → responses
+}
+
+func (r *protoRecorder) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			r.mu.Lock()
+			if req.URL.Query().Get("watch") == "true" {
+				r.watch[resp.ProtoMajor]++
+			} else {
+				r.other[resp.ProtoMajor]++
+			}
+			r.mu.Unlock()
+		}
+		return resp, err
+	})
+}
+
+func (r *protoRecorder) counts() (watch, other map[int]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cp := func(m map[int]int) map[int]int {
+		out := map[int]int{}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	return cp(r.watch), cp(r.other)
+}
+
+// An informer's watch streams speak HTTP/1.1 while the config's other
+// requests stay on HTTP/2; a config that sets NextProtos keeps its choice.
+func TestWatchStreamsUseHTTP1(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		nextProtos []string
+		wantWatch  int
+	}{
+		{"default", nil, 1},
+		{"h2 asked for", []string{"h2", "http/1.1"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxFor(t, time.Minute)
+			base := shared.Config()
+			ns := testenv.Namespace(t, base)
+			cs := clientset(t, base)
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, newPod("a", nil), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			rec := &protoRecorder{watch: map[int]int{}, other: map[int]int{}}
+			cfg := rest.CopyConfig(base)
+			cfg.TLSClientConfig.NextProtos = tc.nextProtos
+			cfg.Wrap(rec.wrap)
+			src, err := cache.TypedSource[*corev1.Pod](cfg, podsGVR, cache.Scope{Namespace: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			inf := cache.New(src, cache.Options[*corev1.Pod]{})
+			runInformer(t, inf)
+			if err := inf.WaitForSync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// A change after the sync arrives on the same stream.
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, newPod("b", nil), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 30*time.Second, func() string {
+				if _, ok := inf.Lister().Get(ns, "b"); !ok {
+					return "pod b not cached"
+				}
+				return ""
+			})
+			// The same config's other requests: a clientset's list.
+			if _, err := clientset(t, cfg).CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			watches, others := rec.counts()
+			if len(watches) != 1 || watches[tc.wantWatch] == 0 {
+				t.Errorf("watch responses by HTTP major version %v, want only %d", watches, tc.wantWatch)
+			}
+			if others[2] == 0 || others[1] != 0 {
+				t.Errorf("other responses by HTTP major version %v, want HTTP/2 only", others)
+			}
+		})
+	}
+}

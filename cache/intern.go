@@ -180,14 +180,21 @@ func (in *interner) meta(m *metav1.ObjectMeta) {
 }
 
 func (in *interner) podSpec(s *corev1.PodSpec) {
-	for i := range s.Volumes {
-		in.volume(&s.Volumes[i])
-	}
 	for i := range s.InitContainers {
 		in.container(&s.InitContainers[i])
 	}
 	for i := range s.Containers {
 		in.container(&s.Containers[i])
+	}
+	in.tolerations(s.Tolerations)
+	in.podSpecOwn(s)
+}
+
+// podSpecOwn interns what podSpec does except containers and tolerations
+// (the parts a podSpecSharer may share between objects).
+func (in *interner) podSpecOwn(s *corev1.PodSpec) {
+	for i := range s.Volumes {
+		in.volume(&s.Volumes[i])
 	}
 	s.RestartPolicy = internAs(in, s.RestartPolicy)
 	s.DNSPolicy = internAs(in, s.DNSPolicy)
@@ -201,16 +208,19 @@ func (in *interner) podSpec(s *corev1.PodSpec) {
 	for i := range s.ImagePullSecrets {
 		s.ImagePullSecrets[i].Name = in.s(s.ImagePullSecrets[i].Name)
 	}
-	for i := range s.Tolerations {
-		t := &s.Tolerations[i]
+	in.ptr(s.RuntimeClassName)
+	if s.PreemptionPolicy != nil {
+		*s.PreemptionPolicy = internAs(in, *s.PreemptionPolicy)
+	}
+}
+
+func (in *interner) tolerations(ts []corev1.Toleration) {
+	for i := range ts {
+		t := &ts[i]
 		t.Key = in.s(t.Key)
 		t.Operator = internAs(in, t.Operator)
 		t.Value = in.s(t.Value)
 		t.Effect = internAs(in, t.Effect)
-	}
-	in.ptr(s.RuntimeClassName)
-	if s.PreemptionPolicy != nil {
-		*s.PreemptionPolicy = internAs(in, *s.PreemptionPolicy)
 	}
 }
 
@@ -289,17 +299,25 @@ func (in *interner) resourceFieldRef(r *corev1.ResourceFieldSelector) {
 }
 
 func (in *interner) container(c *corev1.Container) {
+	in.containerOwn(c)
+	in.ports(c.Ports)
+	in.env(c.Env)
+	in.resources(&c.Resources)
+	in.mounts(c.VolumeMounts)
+	in.probe(c.LivenessProbe)
+	in.probe(c.ReadinessProbe)
+	in.probe(c.StartupProbe)
+}
+
+// containerOwn interns what container does except ports, env, resources,
+// volume mounts and probes (the parts a podSpecSharer may share between
+// objects).
+func (in *interner) containerOwn(c *corev1.Container) {
 	c.Name = in.s(c.Name)
 	c.Image = in.s(c.Image)
 	in.slice(c.Command)
 	in.slice(c.Args)
 	c.WorkingDir = in.s(c.WorkingDir)
-	for i := range c.Ports {
-		p := &c.Ports[i]
-		p.Name = in.s(p.Name)
-		p.Protocol = internAs(in, p.Protocol)
-		p.HostIP = in.s(p.HostIP)
-	}
 	for i := range c.EnvFrom {
 		e := &c.EnvFrom[i]
 		e.Prefix = in.s(e.Prefix)
@@ -310,8 +328,23 @@ func (in *interner) container(c *corev1.Container) {
 			r.Name = in.s(r.Name)
 		}
 	}
-	for i := range c.Env {
-		e := &c.Env[i]
+	c.TerminationMessagePath = in.s(c.TerminationMessagePath)
+	c.TerminationMessagePolicy = internAs(in, c.TerminationMessagePolicy)
+	c.ImagePullPolicy = internAs(in, c.ImagePullPolicy)
+}
+
+func (in *interner) ports(ps []corev1.ContainerPort) {
+	for i := range ps {
+		p := &ps[i]
+		p.Name = in.s(p.Name)
+		p.Protocol = internAs(in, p.Protocol)
+		p.HostIP = in.s(p.HostIP)
+	}
+}
+
+func (in *interner) env(es []corev1.EnvVar) {
+	for i := range es {
+		e := &es[i]
 		e.Name = in.s(e.Name)
 		e.Value = in.s(e.Value)
 		if f := e.ValueFrom; f != nil {
@@ -327,19 +360,15 @@ func (in *interner) container(c *corev1.Container) {
 			}
 		}
 	}
-	in.resources(&c.Resources)
-	for i := range c.VolumeMounts {
-		m := &c.VolumeMounts[i]
+}
+
+func (in *interner) mounts(ms []corev1.VolumeMount) {
+	for i := range ms {
+		m := &ms[i]
 		m.Name = in.s(m.Name)
 		m.MountPath = in.s(m.MountPath)
 		m.SubPath = in.s(m.SubPath)
 	}
-	in.probe(c.LivenessProbe)
-	in.probe(c.ReadinessProbe)
-	in.probe(c.StartupProbe)
-	c.TerminationMessagePath = in.s(c.TerminationMessagePath)
-	c.TerminationMessagePolicy = internAs(in, c.TerminationMessagePolicy)
-	c.ImagePullPolicy = internAs(in, c.ImagePullPolicy)
 }
 
 // resources shares equal resource lists (a map of 2 quantities costs about

@@ -4,6 +4,8 @@ import (
 	"context"
 	"hash/maphash"
 	"reflect"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // Spec reuse: most updates of a cached object change its metadata or
@@ -46,6 +48,10 @@ type specReuse struct {
 	field int          // index of its Spec field
 	seed  maphash.Seed
 
+	// share, if not nil, decodes specs that are not reused (pods only),
+	// sharing their template parts across objects (see podSpecSharer).
+	share *podSpecSharer
+
 	known map[ObjectKey]specMark
 	// decoded holds the objects the watch decoder produced since the
 	// reflector last applied a batch, by identity.
@@ -60,9 +66,10 @@ type specMark struct {
 }
 
 type specDecoded struct {
-	hash   uint64
-	n      int
-	reused bool // Spec is shared with a stored object
+	hash     uint64
+	n        int
+	reused   bool // Spec is shared with a stored object
+	interned bool // Spec was decoded (and interned) by share
 }
 
 // newSpecReuse returns a specReuse for T if T is a pointer to a struct
@@ -119,7 +126,14 @@ func (s *specReuse) decode(obj protoObject, raw, rest []byte) ([]byte, bool, err
 	if !d.reused {
 		// What the object's own Unmarshal does with field 2: unmarshal
 		// it into the (zero) Spec.
-		if err := s.specOf(obj).Addr().Interface().(interface{ Unmarshal([]byte) error }).Unmarshal(spec); err != nil {
+		target := s.specOf(obj).Addr().Interface()
+		if ps, ok := target.(*corev1.PodSpec); ok && s.share != nil {
+			// share keeps no reference to rest (its scratch is its own).
+			if err := s.share.decode(ps, spec); err != nil {
+				return rest, true, err
+			}
+			d.interned = true
+		} else if err := target.(interface{ Unmarshal([]byte) error }).Unmarshal(spec); err != nil {
 			return rest, true, err
 		}
 	}
@@ -129,6 +143,13 @@ func (s *specReuse) decode(obj protoObject, raw, rest []byte) ([]byte, bool, err
 
 // reused reports whether obj's Spec is shared with a stored object.
 func (s *specReuse) reused(obj any) bool { return s.decoded[obj].reused }
+
+// specInterned reports whether obj's Spec needs no interning: it is
+// shared with a stored object, or share decoded and interned it.
+func (s *specReuse) specInterned(obj any) bool {
+	d := s.decoded[obj]
+	return d.reused || d.interned
+}
 
 // stored records that the store now holds obj under key.
 func (s *specReuse) stored(key ObjectKey, obj any) {

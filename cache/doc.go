@@ -24,7 +24,15 @@
 //     transform, strings and small maps that repeat across objects are
 //     shared through a bounded per-informer interner (Options.NoIntern).
 //     LeanSerializer and LeanRESTSource give other REST clients (the client
-//     package's) the same cut.
+//     package's) the same cut. Pods read from a watch stream share the
+//     parts their template repeats (resources, probes, ports, env, mounts,
+//     security contexts, affinity, tolerations, …) by wire bytes: decoded
+//     once per distinct part, bounded tables (see podSpecSharer).
+//   - Watch streams over HTTP/1.1: protobuf watches (TypedSource,
+//     WithProtoWatch) ask for HTTP/1.1 on connections of their own, cheaper
+//     per frame for both ends than a stream of the shared HTTP/2
+//     connection; a keepalive dialer finds a dead server in ~30 s. A config
+//     with TLSClientConfig.NextProtos or a Transport set is used as given.
 //   - Compact mode (Options.Compact, opt-in): objects are kept encoded
 //     (Codec: protobuf for k8s.io/api types, JSON otherwise) with key,
 //     resourceVersion, labels and index values extracted at insert, so key

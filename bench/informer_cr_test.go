@@ -191,6 +191,18 @@ var crImpls = []crImpl{
 		}
 		return runSkiffInformer(skiffcache.New(src, skiffcache.Options[*foo.Foo]{})), nil
 	}},
+	// skiff/typed with its watch on HTTP/2 (as before 2026-11-26 evening)
+	// instead of HTTP/1.1 on a connection of its own: the A/B of the
+	// custom-resource watch stream.
+	{"skiff/typed-http2", func(cfg *rest.Config, ns string) (*runningInformer, error) {
+		cfg = rest.CopyConfig(cfg)
+		cfg.TLSClientConfig.NextProtos = []string{"h2", "http/1.1"}
+		src, err := skiffcache.CustomSourceFor[*foo.Foo](cfg, foosGVR, skiffcache.Scope{Namespace: ns})
+		if err != nil {
+			return nil, err
+		}
+		return runSkiffInformer(skiffcache.New(src, skiffcache.Options[*foo.Foo]{})), nil
+	}},
 	{"skiff/unstructured", func(cfg *rest.Config, ns string) (*runningInformer, error) {
 		src, err := skiffcache.CustomSourceFor[*unstructured.Unstructured](cfg, foosGVR, skiffcache.Scope{Namespace: ns})
 		if err != nil {

@@ -29,11 +29,13 @@ import (
 // too).
 //
 // c is a REST client for gvr's group and version (the client package passes
-// its own; CustomSourceFor builds one). Decoding is case-sensitive JSON,
-// the same as client-go's JSON serializer; fields T does not declare are
-// ignored. An object that does not fit T is malformed for this informer: it
-// is skipped, logged with its namespace and name, and counted in
-// Stats().Skipped. It does no I/O until the informer runs.
+// its own; CustomSourceFor builds one). Lists and watches both go through c
+// unless WithWatchConfig gives the watches a client of their own (as
+// CustomSourceFor and the client package do). Decoding is case-sensitive
+// JSON, the same as client-go's JSON serializer; fields T does not declare
+// are ignored. An object that does not fit T is malformed for this
+// informer: it is skipped, logged with its namespace and name, and counted
+// in Stats().Skipped. It does no I/O until the informer runs.
 //
 // It asks for CBOR and accepts JSON (see CustomOptions): a server with the
 // CBORServingAndStorage feature gate answers CBOR, others JSON.
@@ -45,7 +47,7 @@ func CustomSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, s
 func CustomSourceWith[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope, o CustomOptions) Source[T] {
 	d := newWireDecoder[T](resourceName(gvr))
 	return Source[T]{
-		LW:       &wireLW[T]{c: c, resource: gvr.Resource, ns: scope.Namespace, dec: d, accept: o.Encoding.accept()},
+		LW:       &wireLW[T]{c: c, gv: gvr.GroupVersion(), resource: gvr.Resource, ns: scope.Namespace, dec: d, accept: o.Encoding.accept()},
 		Decode:   d.assert,
 		Resource: resourceName(gvr),
 		Scope:    scope,
@@ -53,26 +55,72 @@ func CustomSourceWith[T Object](c rest.Interface, gvr schema.GroupVersionResourc
 	}
 }
 
-// CustomSourceFor is CustomSource over a new REST client for cfg (client-go's
-// 5 QPS limit off unless cfg sets a QPS or limiter).
+// CustomSourceFor is CustomSource over REST clients built from cfg: lists
+// share cfg's connection (HTTP/2 where the server offers it), with
+// client-go's 5 QPS limit off unless cfg sets a QPS or limiter; watches
+// speak HTTP/1.1 on a connection of their own, not rate limited (see
+// WithWatchConfig).
 func CustomSourceFor[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[T], error) {
-	c := informerConfig(cfg)
-	gv := gvr.GroupVersion()
+	rc, err := rest.RESTClientFor(customConfig(informerConfig(cfg), gvr.GroupVersion()))
+	if err != nil {
+		return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
+	}
+	return WithWatchConfig(CustomSource[T](rc, gvr, scope), cfg)
+}
+
+// WithWatchConfig returns src, a source from CustomSource, CustomSourceWith
+// or CustomSourceFor (or a Project of one), with its watches (watch-lists
+// included) sent through a REST client of their own built from cfg, a
+// config for the source's API server; lists keep the source's client. src
+// itself is not changed. It does no I/O.
+//
+// The watch client is cfg with:
+//   - HTTP/1.1 on a connection of its own per running watch, with a
+//     keepalive dialer unless cfg has a Dial (see streamconn.go: a long
+//     stream of small frames costs both ends less CPU than over HTTP/2).
+//     A cfg whose TLSClientConfig.NextProtos is set (e.g. []string{"h2",
+//     "http/1.1"} to stay on HTTP/2) or that brings its own Transport is
+//     used as given.
+//   - no client-side rate limit (cfg's QPS, Burst and RateLimiter are
+//     ignored), as client-go does not throttle watches either.
+//   - the source's group version, API path and content settings, whatever
+//     cfg says: the Accept header follows the source's CustomOptions.Encoding
+//     (CBOR preferred, JSON accepted, by default), and error bodies are
+//     decoded with client-go's scheme.
+//   - everything else as cfg has it: host, credentials, TLS, Wrap (so
+//     request metrics and tracing see the watches), Proxy, Timeout.
+//
+// It fails when src's ListerWatcher is not a custom source's, or when cfg
+// yields no REST client; then it returns src unchanged.
+func WithWatchConfig[T Object](src Source[T], cfg *rest.Config) (Source[T], error) {
+	lw, ok := src.LW.(customLW)
+	if !ok {
+		return src, fmt.Errorf("cache: WithWatchConfig needs a source from CustomSource, CustomSourceWith or CustomSourceFor, got a ListerWatcher %T", src.LW)
+	}
+	wc := streamConfig(customConfig(cfg, lw.groupVersion()))
+	wc.RateLimiter, wc.QPS = nil, -1
+	c, err := rest.RESTClientFor(wc)
+	if err != nil {
+		return src, fmt.Errorf("cache: watch client for %s: %w", src.Resource, err)
+	}
+	src.LW = lw.withWatchClient(c)
+	return src, nil
+}
+
+// customConfig returns a copy of cfg for a custom source's REST client of
+// gv. The serializer only decodes error Status bodies; objects never go
+// through it.
+func customConfig(cfg *rest.Config, gv schema.GroupVersion) *rest.Config {
+	c := rest.CopyConfig(cfg)
 	c.GroupVersion = &gv
 	c.APIPath = "/apis"
 	if gv.Group == "" {
 		c.APIPath = "/api"
 	}
-	// The serializer only decodes error Status bodies; objects never go
-	// through it.
 	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
 	c.ContentType = runtime.ContentTypeJSON
 	c.AcceptContentTypes = runtime.ContentTypeJSON
-	rc, err := rest.RESTClientFor(c)
-	if err != nil {
-		return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
-	}
-	return CustomSource[T](rc, gvr, scope), nil
+	return c
 }
 
 // wireDecoder decodes one object's JSON bytes into T.
@@ -313,23 +361,43 @@ func (d wireDecoder[T]) decodeEvent(frame []byte) (watch.Event, error) {
 	return d.event(&jsonWire, typ, frame[os:oe])
 }
 
-// wireLW lists and watches through c, decoding bodies with dec.
+// wireLW lists through c and watches through watchC (c if nil), decoding
+// bodies with dec.
 type wireLW[T Object] struct {
 	c        rest.Interface
+	watchC   rest.Interface
+	gv       schema.GroupVersion
 	resource string
 	ns       string
 	dec      wireDecoder[T]
 	accept   string // the Accept header
 }
 
-func (l *wireLW[T]) request(opts *metav1.ListOptions) *rest.Request {
-	return l.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+// customLW is a *wireLW of any T (a projected source's T is not its
+// ListerWatcher's).
+type customLW interface {
+	ListerWatcher
+	groupVersion() schema.GroupVersion
+	// withWatchClient returns a copy that watches through c.
+	withWatchClient(c rest.Interface) ListerWatcher
+}
+
+func (l *wireLW[T]) groupVersion() schema.GroupVersion { return l.gv }
+
+func (l *wireLW[T]) withWatchClient(c rest.Interface) ListerWatcher {
+	cp := *l
+	cp.watchC = c
+	return &cp
+}
+
+func (l *wireLW[T]) request(c rest.Interface, opts *metav1.ListOptions) *rest.Request {
+	return c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
 		VersionedParams(opts, metav1.ParameterCodec).SetHeader("Accept", l.accept)
 }
 
 func (l *wireLW[T]) List(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	var ct string
-	res := l.request(&opts).Do(ctx).ContentType(&ct)
+	res := l.request(l.c, &opts).Do(ctx).ContentType(&ct)
 	body, err := res.Raw()
 	if err != nil {
 		return nil, responseError(res, ct, body)
@@ -342,7 +410,11 @@ func (l *wireLW[T]) List(ctx context.Context, opts metav1.ListOptions) (runtime.
 
 func (l *wireLW[T]) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	opts.Watch = true
-	body, err := l.request(&opts).Stream(ctx)
+	c := l.c
+	if l.watchC != nil {
+		c = l.watchC
+	}
+	body, err := l.request(c, &opts).Stream(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	kjson "sigs.k8s.io/json"
 )
 
@@ -283,4 +285,57 @@ func FuzzWireDecode(f *testing.F) {
 		}
 		du.decode([]byte(in)) // must not panic
 	})
+}
+
+// WithWatchConfig gives a custom source's watches a client of their own
+// and leaves the source it was given, and its lists, alone; it refuses
+// sources that are not custom sources.
+func TestWithWatchConfig(t *testing.T) {
+	gvr := schema.GroupVersionResource{Group: "demo.skiff.dev", Version: "v1", Resource: "widgets"}
+	cfg := &rest.Config{Host: "https://127.0.0.1:1"}
+	listC, err := rest.RESTClientFor(customConfig(cfg, gvr.GroupVersion()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := CustomSource[*widget](listC, gvr, Scope{Namespace: "ns"})
+	projected := Project(src, "name", func(w *widget) *metav1.PartialObjectMetadata {
+		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: w.Name}}
+	})
+	for name, lw := range map[string]func() (ListerWatcher, ListerWatcher, error){
+		"custom": func() (ListerWatcher, ListerWatcher, error) {
+			out, err := WithWatchConfig(src, cfg)
+			return src.LW, out.LW, err
+		},
+		"projected": func() (ListerWatcher, ListerWatcher, error) {
+			out, err := WithWatchConfig(projected, cfg)
+			return projected.LW, out.LW, err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before, after, err := lw()
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, out := before.(*wireLW[*widget]), after.(*wireLW[*widget])
+			if in.watchC != nil {
+				t.Fatal("WithWatchConfig changed the source it was given")
+			}
+			if out.c != listC || out.watchC == nil || out.watchC == listC {
+				t.Fatalf("lists through %p (want %p), watches through %p (want a client of their own)", out.c, listC, out.watchC)
+			}
+			if got := out.watchC.(*rest.RESTClient).APIVersion(); got.String() != "demo.skiff.dev/v1" {
+				t.Fatalf("watch client for %v, want demo.skiff.dev/v1", got)
+			}
+		})
+	}
+
+	typed := RESTSource[*widget](listC, gvr, Scope{})
+	if _, err := WithWatchConfig(typed, cfg); err == nil || !strings.Contains(err.Error(), "CustomSource") {
+		t.Fatalf("WithWatchConfig of a RESTSource = %v, want an error naming CustomSource", err)
+	}
+	bad := rest.CopyConfig(cfg)
+	bad.TLSClientConfig.CAFile = "/nonexistent/ca.crt"
+	if _, err := WithWatchConfig(src, bad); err == nil || !strings.Contains(err.Error(), "widgets.demo.skiff.dev") {
+		t.Fatalf("WithWatchConfig with an unreadable CA file = %v, want an error naming the resource", err)
+	}
 }

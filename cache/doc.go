@@ -48,10 +48,19 @@
 //     version"; server-side watch timeouts with jitter; exponential backoff
 //     with jitter that resets after a healthy period; injected clock.
 //   - Sources: TypedSource (k8s.io/api types, protobuf on the wire),
-//     UnstructuredSource (custom resources, JSON), Structured (custom
-//     resources decoded into your own Go struct; objects that do not fit
-//     are skipped and counted), MetadataSource (PartialObjectMetadata), or
-//     any ListerWatcher.
+//     CustomSource/CustomSourceFor (custom resources decoded from JSON or
+//     CBOR straight into your own Go struct or unstructured; objects that
+//     do not fit are skipped and counted), UnstructuredSource (custom
+//     resources, JSON, through client-go's dynamic client), Structured
+//     (an unstructured source decoded into your own Go struct),
+//     MetadataSource (PartialObjectMetadata), or any ListerWatcher.
+//   - Watch streams over HTTP/1.1: the watches of TypedSource,
+//     WithProtoWatch, CustomSourceFor and WithWatchConfig ask for HTTP/1.1
+//     on a connection of their own, while lists and every other request
+//     share the config's HTTP/2 connection (a long stream of small frames
+//     costs both ends less CPU without HTTP/2's framing and flow control);
+//     a config that sets TLSClientConfig.NextProtos or a Transport keeps
+//     its choice.
 //   - Informer[T]: Run(ctx) blocks and joins what it started (New starts
 //     nothing); HasSynced, WaitForSync (its error names the last list/watch
 //     error); a Lister; Stats. Objects that cannot be decoded are skipped,

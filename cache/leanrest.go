@@ -38,7 +38,9 @@ func LeanRESTSource[T Object](c, lean rest.Interface, gvr schema.GroupVersionRes
 // client-go's StreamWatcher (a goroutine and a channel hop per event).
 // cfg is a REST config for T's group and version whose serializer decodes
 // protobuf (used for events of other kinds, such as a Status); the watch
-// requests go through a REST client built from it, not rate limited. T's
+// requests go through a REST client built from it, not rate limited, that
+// speaks HTTP/1.1 on a connection of its own unless cfg sets
+// TLSClientConfig.NextProtos or a Transport (as WithWatchConfig's). T's
 // kinds are looked up in s. It returns src unchanged when T is not a
 // protobuf message the reader can decode.
 func WithProtoWatch[T Object](src Source[T], cfg *rest.Config, s *runtime.Scheme) (Source[T], error) {

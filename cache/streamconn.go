@@ -20,7 +20,9 @@ import (
 //
 // So watch streams ask for HTTP/1.1 in their TLS handshake (ALPN), on a
 // connection of their own, while every other request shares the config's
-// HTTP/2 connection. The cost is one TCP+TLS connection per running watch
+// HTTP/2 connection: the protobuf streams of TypedSource and
+// WithProtoWatch, and the JSON or CBOR streams of custom resources
+// (CustomSourceFor, WithWatchConfig). The cost is one TCP+TLS connection per running watch
 // (one per informer) instead of one stream on a shared connection.
 //
 // HTTP/2's health ping (what finds a dead server on an idle connection)

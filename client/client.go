@@ -17,7 +17,9 @@
 //     after start are found).
 //   - Wire formats. Built-in types (those in client-go's scheme) use
 //     protobuf; custom resources use JSON. One HTTP client (one connection
-//     pool, HTTP/2) is shared by every request of a Client.
+//     pool, HTTP/2) is shared by every request of a Client except its
+//     informers' watches, which speak HTTP/1.1 on a connection each (see
+//     cache.WithWatchConfig and cache.WithProtoWatch).
 //   - Reads. Get and List are served from the Client's informer for the type
 //     when there is one (created by InformerFor, by the builder's For, Owns
 //     and Watches, or by a manager), waiting for its first sync; otherwise

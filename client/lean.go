@@ -13,10 +13,14 @@ import (
 // the client's REST client for T's group and version and, for built-in
 // (protobuf) types, a second one whose decoder cuts managedFields and the
 // last-applied annotation out of the wire bytes (cache.LeanRESTSource), as
-// cache.TypedSource does. Both share the client's HTTP client.
+// cache.TypedSource does. Both share the client's HTTP client. Watches,
+// built-in and custom alike, go through a REST client of their own built
+// from the client's config: HTTP/1.1 on a connection per watch, as
+// cache.TypedSource's and cache.CustomSourceFor's.
 func informerSource[T Object](c *Client, m *mapping, scope cache.Scope) (cache.Source[T], error) {
 	if !builtIn(m.gvk.GroupVersion()) {
-		return cache.CustomSource[T](m.rc, m.gvr, scope), nil // wire bytes straight into T
+		// Wire bytes straight into T.
+		return cache.WithWatchConfig(cache.CustomSource[T](m.rc, m.gvr, scope), c.restConfig(m.gvk.GroupVersion()))
 	}
 	lean, ok, err := c.leanClient(m, reflect.TypeFor[T](), func(cfg *rest.Config) bool {
 		ns, ok := cache.LeanSerializer[T](cfg.NegotiatedSerializer, c.scheme)

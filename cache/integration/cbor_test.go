@@ -64,7 +64,8 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// customSourceWith is cache.CustomSourceFor with options.
+// customSourceWith is cache.CustomSourceFor with options: a REST client of
+// the caller's own for lists, and watches over cache.WithWatchConfig.
 func customSourceWith[T cache.Object](t *testing.T, cfg *rest.Config, gvr schema.GroupVersionResource, scope cache.Scope, o cache.CustomOptions) cache.Source[T] {
 	t.Helper()
 	c := rest.CopyConfig(cfg)
@@ -76,7 +77,11 @@ func customSourceWith[T cache.Object](t *testing.T, cfg *rest.Config, gvr schema
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cache.CustomSourceWith[T](rc, gvr, scope, o)
+	src, err := cache.WithWatchConfig(cache.CustomSourceWith[T](rc, gvr, scope, o), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
 }
 
 // followsThings creates things in a new namespace of cfg's server, runs a
@@ -170,7 +175,8 @@ func followsThings(t *testing.T, cfg *rest.Config, mode cache.WatchListMode, mk 
 // TestCustomSourceCBOR: against a server with CBORServingAndStorage, the
 // default CustomSource lists (application/cbor) and watches
 // (application/cbor-seq) in CBOR and follows the server; with
-// EncodingJSON it gets JSON only.
+// EncodingJSON it gets JSON only. Either way, with WithWatchConfig, the
+// watches speak HTTP/1.1 and the lists HTTP/2.
 func TestCustomSourceCBOR(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
 	env, err := testenv.Start(ctx, testenv.Options{APIServerArgs: []string{"--feature-gates=CBORServingAndStorage=true"}})
@@ -191,7 +197,9 @@ func TestCustomSourceCBOR(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			seen := &contentTypes{match: "/things"}
+			rec := &protoRecorder{watch: map[int]int{}, other: map[int]int{}}
 			cfg := seen.wrap(env.Config())
+			cfg.Wrap(rec.wrap)
 			followsThings(t, env.Config(), c.mode, func(ns string) (cache.Source[*gadget], cache.Source[*unstructured.Unstructured]) {
 				o := cache.CustomOptions{Encoding: c.enc}
 				return customSourceWith[*gadget](t, cfg, gvr, cache.Scope{Namespace: ns}, o),
@@ -200,6 +208,7 @@ func TestCustomSourceCBOR(t *testing.T) {
 			if got := seen.types(); !slices.Equal(got, c.want) {
 				t.Fatalf("response content types %q, want %q (requests: %q)", got, c.want, seen.seen)
 			}
+			wantHTTP1Watches(t, rec, c.mode == cache.WatchListOff)
 		})
 	}
 }

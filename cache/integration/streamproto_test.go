@@ -8,6 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
 	"github.com/skiffkit/skiff/cache"
@@ -104,5 +107,95 @@ func TestWatchStreamsUseHTTP1(t *testing.T) {
 				t.Errorf("other responses by HTTP major version %v, want HTTP/2 only", others)
 			}
 		})
+	}
+}
+
+// A CustomSourceFor informer's watches speak HTTP/1.1 while its own lists
+// (watch-list off) stay on HTTP/2; a config that sets NextProtos keeps its
+// choice for the watches too.
+func TestCustomSourceWatchesUseHTTP1(t *testing.T) {
+	gvr := schema.GroupVersionResource{Group: "cache.skiff.dev", Version: "v1", Resource: "things"}
+	for _, tc := range []struct {
+		name       string
+		mode       cache.WatchListMode
+		nextProtos []string
+		wantWatch  int
+	}{
+		{"default/watchlist", cache.WatchListAuto, nil, 1},
+		{"default/paginated", cache.WatchListOff, nil, 1},
+		{"h2 asked for/paginated", cache.WatchListOff, []string{"h2", "http/1.1"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxFor(t, time.Minute)
+			base := shared.Config()
+			if _, err := testenv.ApplyCRDs(ctx, base, []byte(thingsCRD)); err != nil {
+				t.Fatal(err)
+			}
+			ns := testenv.Namespace(t, base)
+			dc, err := dynamic.NewForConfig(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			things := dc.Resource(gvr).Namespace(ns)
+			newThing := func(name string) {
+				t.Helper()
+				u := &unstructured.Unstructured{Object: map[string]any{
+					"apiVersion": "cache.skiff.dev/v1", "kind": "Thing",
+					"metadata": map[string]any{"name": name}, "spec": map[string]any{"size": int64(1)},
+				}}
+				if _, err := things.Create(ctx, u, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			newThing("a")
+			newThing("b")
+			rec := &protoRecorder{watch: map[int]int{}, other: map[int]int{}}
+			cfg := rest.CopyConfig(base)
+			cfg.TLSClientConfig.NextProtos = tc.nextProtos
+			cfg.Wrap(rec.wrap)
+			src, err := cache.CustomSourceFor[*gadget](cfg, gvr, cache.Scope{Namespace: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			inf := cache.New(src, cache.Options[*gadget]{WatchList: tc.mode, PageSize: 1})
+			runInformer(t, inf)
+			if err := inf.WaitForSync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// A change after the sync arrives on the watch.
+			newThing("c")
+			eventually(t, 30*time.Second, func() string {
+				if _, ok := inf.Lister().Get(ns, "c"); !ok {
+					return "thing c not cached"
+				}
+				return ""
+			})
+			watches, others := rec.counts()
+			if len(watches) != 1 || watches[tc.wantWatch] == 0 {
+				t.Errorf("watch responses by HTTP major version %v, want only %d", watches, tc.wantWatch)
+			}
+			if tc.mode == cache.WatchListOff && (others[2] < 2 || len(others) != 1) {
+				t.Errorf("list responses by HTTP major version %v, want HTTP/2 only (2 pages at least)", others)
+			}
+			if tc.mode == cache.WatchListAuto && others[1] != 0 {
+				t.Errorf("other responses by HTTP major version %v, want none over HTTP/1", others)
+			}
+		})
+	}
+}
+
+// wantHTTP1Watches fails t unless rec saw watches over HTTP/1 only and,
+// if lists, other responses over HTTP/2 only.
+func wantHTTP1Watches(t *testing.T, rec *protoRecorder, lists bool) {
+	t.Helper()
+	watches, others := rec.counts()
+	if len(watches) != 1 || watches[1] == 0 {
+		t.Errorf("watch responses by HTTP major version %v, want HTTP/1 only", watches)
+	}
+	if lists && (others[2] == 0 || len(others) != 1) {
+		t.Errorf("other responses by HTTP major version %v, want HTTP/2 only", others)
+	}
+	if !lists && others[1] != 0 {
+		t.Errorf("other responses by HTTP major version %v, want none over HTTP/1", others)
 	}
 }

@@ -28,11 +28,6 @@
 //     parts their template repeats (resources, probes, ports, env, mounts,
 //     security contexts, affinity, tolerations, …) by wire bytes: decoded
 //     once per distinct part, bounded tables (see podSpecSharer).
-//   - Watch streams over HTTP/1.1: protobuf watches (TypedSource,
-//     WithProtoWatch) ask for HTTP/1.1 on connections of their own, cheaper
-//     per frame for both ends than a stream of the shared HTTP/2
-//     connection; a keepalive dialer finds a dead server in ~30 s. A config
-//     with TLSClientConfig.NextProtos or a Transport set is used as given.
 //   - Compact mode (Options.Compact, opt-in): objects are kept encoded
 //     (Codec: protobuf for k8s.io/api types, JSON otherwise) with key,
 //     resourceVersion, labels and index values extracted at insert, so key
@@ -59,8 +54,8 @@
 //     on a connection of their own, while lists and every other request
 //     share the config's HTTP/2 connection (a long stream of small frames
 //     costs both ends less CPU without HTTP/2's framing and flow control);
-//     a config that sets TLSClientConfig.NextProtos or a Transport keeps
-//     its choice.
+//     a keepalive dialer finds a dead server in ~30 s; a config that sets
+//     TLSClientConfig.NextProtos or a Transport keeps its choice.
 //   - Informer[T]: Run(ctx) blocks and joins what it started (New starts
 //     nothing); HasSynced, WaitForSync (its error names the last list/watch
 //     error); a Lister; Stats. Objects that cannot be decoded are skipped,

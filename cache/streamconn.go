@@ -22,8 +22,9 @@ import (
 // connection of their own, while every other request shares the config's
 // HTTP/2 connection: the protobuf streams of TypedSource and
 // WithProtoWatch, and the JSON or CBOR streams of custom resources
-// (CustomSourceFor, WithWatchConfig). The cost is one TCP+TLS connection per running watch
-// (one per informer) instead of one stream on a shared connection.
+// (CustomSourceFor, WithWatchConfig). The cost is one TCP+TLS connection
+// per running watch (one per informer) instead of one stream on a shared
+// connection.
 //
 // HTTP/2's health ping (what finds a dead server on an idle connection)
 // does not exist on HTTP/1.1, so unless the config brings its own dialer

@@ -305,6 +305,7 @@ func benchCRImpl(b *testing.B, impl crImpl, f *crFixture) {
 			}
 			var syncS, cpuS, serverS, live float64
 			for range b.N {
+				settleServer(b, f.env)
 				_, base := heapAfterGC()
 				t0, c0, s0 := time.Now(), cpuSeconds(), serverCPUSeconds(b, f.env)
 				r, err := startCRSynced(impl, f)

@@ -90,9 +90,13 @@ func CustomSourceFor[T Object](cfg *rest.Config, gvr schema.GroupVersionResource
 //   - everything else as cfg has it: host, credentials, TLS, Wrap (so
 //     request metrics and tracing see the watches), Proxy, Timeout.
 //
-// It fails when src's ListerWatcher is not a custom source's, or when cfg
-// yields no REST client; then it returns src unchanged.
+// It fails when cfg is nil, when src's ListerWatcher is not a custom
+// source's, or when cfg yields no REST client; then it returns src
+// unchanged.
 func WithWatchConfig[T Object](src Source[T], cfg *rest.Config) (Source[T], error) {
+	if cfg == nil {
+		return src, errors.New("cache: WithWatchConfig: nil rest.Config")
+	}
 	lw, ok := src.LW.(customLW)
 	if !ok {
 		return src, fmt.Errorf("cache: WithWatchConfig needs a source from CustomSource, CustomSourceWith or CustomSourceFor, got a ListerWatcher %T", src.LW)
@@ -414,10 +418,13 @@ func (l *wireLW[T]) Watch(ctx context.Context, opts metav1.ListOptions) (watch.I
 	if l.watchC != nil {
 		c = l.watchC
 	}
-	body, err := l.request(c, &opts).Stream(ctx)
+	sctx, cancel := withStreamDeadline(ctx, opts.TimeoutSeconds) // see streamconn.go
+	body, err := l.request(c, &opts).Stream(sctx)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
+	body = cancelOnClose{body, cancel}
 	return startWireWatch(body, l.dec.decodeAnyEvent, l.dec.resource), nil
 }
 

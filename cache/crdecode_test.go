@@ -335,6 +335,9 @@ func TestWithWatchConfig(t *testing.T) {
 	}
 	bad := rest.CopyConfig(cfg)
 	bad.TLSClientConfig.CAFile = "/nonexistent/ca.crt"
+	if _, err := WithWatchConfig(src, nil); err == nil || !strings.Contains(err.Error(), "nil rest.Config") {
+		t.Fatalf("WithWatchConfig with a nil config = %v, want an error naming it", err)
+	}
 	if _, err := WithWatchConfig(src, bad); err == nil || !strings.Contains(err.Error(), "widgets.demo.skiff.dev") {
 		t.Fatalf("WithWatchConfig with an unreadable CA file = %v, want an error naming the resource", err)
 	}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -148,8 +149,8 @@ func (w *wireWatch) read(decode func([]byte) (watch.Event, error), resource stri
 			return // Stop closed the body: not an error
 		default:
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isClosedRead(err) {
-			return // the server ended the watch; the reflector resumes
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isClosedRead(err) || errors.Is(err, context.DeadlineExceeded) {
+			return // the server ended the watch, or its deadline did; the reflector resumes
 		}
 		st := apierrors.NewInternalError(fmt.Errorf("read watch stream of %s: %w", resource, err)).ErrStatus
 		select {

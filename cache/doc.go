@@ -27,7 +27,7 @@
 //     package's) the same cut. Pods read from a watch stream share the
 //     parts their template repeats (resources, probes, ports, env, mounts,
 //     security contexts, affinity, tolerations, …) by wire bytes: decoded
-//     once per distinct part, bounded tables (see podSpecSharer).
+//     once per distinct part, bounded tables (cache/specshare.go).
 //   - Compact mode (Options.Compact, opt-in): objects are kept encoded
 //     (Codec: protobuf for k8s.io/api types, JSON otherwise) with key,
 //     resourceVersion, labels and index values extracted at insert, so key

@@ -165,7 +165,7 @@ func (l *restLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 	opts.Watch = true
 	if l.stream != nil && !l.stream.off.Load() {
 		req := l.stream.c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).VersionedParams(&opts, metav1.ParameterCodec)
-		w, err := l.stream.watch(ctx, req, l.lean != nil && isLean(ctx))
+		w, err := l.stream.watch(ctx, req, opts.TimeoutSeconds, l.lean != nil && isLean(ctx))
 		if !notAcceptable(err) {
 			return w, err
 		}

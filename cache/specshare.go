@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"reflect"
+
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -18,9 +20,9 @@ import (
 // Sharing is interning of whole values and is safe for the same reason
 // (see interner): cached objects are read-only, and the sharer runs only
 // where interning does, after nothing but the default transform, which
-// does not touch the spec. A shared slice has its capacity cut to its
-// length, so an append by a careless reader copies instead of writing
-// into another object's value.
+// does not touch the spec. Every slice in a shared value has its capacity
+// cut to its length, so an append by a careless reader copies instead of
+// writing into another object's value.
 //
 // The result equals what corev1.PodSpec.Unmarshal makes of the same bytes
 // (fuzzed in specshare_test.go). Where the sharer cannot follow the wire
@@ -31,14 +33,18 @@ import (
 const (
 	// shareMaxLen: parts longer than this are decoded for each pod.
 	shareMaxLen = 4096
-	// shareMaxEntries: when the tables hold this many parts they start
-	// afresh (objects keep what they have), so parts no pod uses any
-	// more do not stay in memory for the informer's lifetime.
+	// shareMaxEntries, shareMaxBytes: when the tables hold this many
+	// parts, or keys of this many bytes in all, they start afresh
+	// (objects keep what they have), so parts no pod uses any more do not
+	// stay in memory for the informer's lifetime.
 	shareMaxEntries = 1 << 13
+	shareMaxBytes   = 4 << 20
 )
 
 // PodSpec and Container field numbers (k8s.io/api/core/v1 generated.proto).
 const (
+	specNodeSelector   = 7  // map<string, string>
+	specOverhead       = 32 // map<string, Quantity>
 	specContainers     = 2
 	specInitContainers = 20
 	specSecurity       = 14
@@ -62,8 +68,9 @@ const (
 // used on the reflector's goroutine only (inside specReuse.decode), so its
 // tables have no lock; in is locked around each interning.
 type podSpecSharer struct {
-	in *interner
-	n  int // entries in all tables
+	in    *interner
+	n     int // entries in all tables
+	bytes int // bytes of their keys
 
 	resources   map[string]corev1.ResourceRequirements
 	probes      map[string]*corev1.Probe
@@ -87,7 +94,7 @@ func newPodSpecSharer(in *interner) *podSpecSharer { return &podSpecSharer{in: i
 
 // reset empties the tables.
 func (s *podSpecSharer) reset() {
-	*s = podSpecSharer{in: s.in, specFields: s.specFields, ctrFields: s.ctrFields, rest: s.rest}
+	*s = podSpecSharer{in: s.in, specFields: s.specFields, ctrFields: s.ctrFields, rest: s.rest} // n, bytes: 0
 }
 
 // wireField is one field of a message: its number and its bytes
@@ -107,6 +114,12 @@ func (s *podSpecSharer) decode(spec *corev1.PodSpec, b []byte) error {
 	}
 	var nCtr, nInit int
 	for _, f := range fields {
+		if f.num == specNodeSelector || f.num == specOverhead {
+			if !wellFormedMapEntry(b[f.start:f.end], b[f.valStart:f.end]) {
+				return s.decodeWhole(spec, b)
+			}
+			continue
+		}
 		if f.num != specContainers && f.num != specInitContainers {
 			continue
 		}
@@ -126,6 +139,9 @@ func (s *podSpecSharer) decode(spec *corev1.PodSpec, b []byte) error {
 	})
 	if err := spec.Unmarshal(s.rest); err != nil {
 		return err
+	}
+	if cap(s.rest) > 1<<20 { // do not keep a huge spec's buffer around
+		s.rest = nil
 	}
 	s.in.mu.Lock()
 	s.in.podSpecOwn(spec)
@@ -164,6 +180,24 @@ func (s *podSpecSharer) decode(spec *corev1.PodSpec, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// wellFormedMapEntry reports whether a PodSpec map field (tag and value
+// in field, its value entry) is length-delimited and holds only
+// length-delimited keys and values. The generated Unmarshal reads a
+// malformed entry on into the fields after it, which the split bytes
+// would not reproduce.
+func wellFormedMapEntry(field, entry []byte) bool {
+	if !isBytesField(field) {
+		return false
+	}
+	err := eachField(entry, func(num uint64, wt uint8, _ []byte) error {
+		if (num != 1 && num != 2) || wt != wireBytes {
+			return errWire
+		}
+		return nil
+	})
+	return err == nil
 }
 
 // decodeWhole is decode for bytes the sharer cannot follow: Unmarshal,
@@ -413,15 +447,46 @@ func share[V any](s *podSpecSharer, tab *map[string]V, key []byte, decode func([
 	if err != nil || len(key) > shareMaxLen {
 		return v, err
 	}
-	if s.n >= shareMaxEntries {
+	if s.n >= shareMaxEntries || s.bytes+len(key) > shareMaxBytes {
 		s.reset()
 	}
 	if *tab == nil {
 		*tab = make(map[string]V)
 	}
+	clipSlices(reflect.ValueOf(&v).Elem())
 	(*tab)[string(key)] = v
 	s.n++
+	s.bytes += len(key)
 	return v, nil
+}
+
+// clipSlices cuts the capacity of every slice reachable from v (exported
+// fields, pointers, slice elements) to its length, so that an append to
+// a shared value copies instead of writing into other objects' arrays.
+// Map values are not reached (not addressable); no shared part has a
+// slice inside a map value.
+func clipSlices(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			clipSlices(v.Elem())
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range v.NumField() {
+			if t.Field(i).IsExported() {
+				clipSlices(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		n := v.Len()
+		if v.Cap() != n && v.CanSet() {
+			v.Set(v.Slice3(0, n, n))
+		}
+		for i := range n {
+			clipSlices(v.Index(i))
+		}
+	}
 }
 
 // unmarshaler is a pointer to a generated k8s.io/api message.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,6 +162,9 @@ func TestPodSpecSharerOddWire(t *testing.T) {
 		"probe twice":          ctrWithTwoProbes,
 		"truncated":            marshalSpec(t, new(templatePodSpec(1, 1)))[:50],
 		"group (Unmarshal ok)": {9<<3 | 3, 9<<3 | 4},
+		// A malformed nodeSelector entry: Unmarshal reads on into the
+		// container after it (found by review).
+		"map entry reads on": {0x3a, 0x02, 0x0a, 0x05, 0x12, 0x03, 0x0a, 0x01, 0x63},
 	}
 	for name, raw := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -187,6 +191,7 @@ func FuzzPodSpecShare(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{specContainers<<3 | wireFixed64, 1<<3 | wireBytes, 6, 'a', 'b', 'c', 'd', 'e', 'f'})
+	f.Add([]byte{0x3a, 0x02, 0x0a, 0x05, 0x12, 0x03, 0x0a, 0x01, 0x63})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		s := newPodSpecSharer(newInterner())
 		checkShareDecode(t, s, raw)
@@ -214,4 +219,124 @@ func TestPodSpecSharerRandomTemplates(t *testing.T) {
 			s.reset()
 		}
 	}
+}
+
+// The sharer checks the map fields of PodSpec before splitting it (see
+// wellFormedMapEntry); a map field added to PodSpec or Container by a
+// k8s.io/api upgrade must be added there too.
+func TestPodSpecSharerKnowsTheMapFields(t *testing.T) {
+	maps := func(typ reflect.Type) []string {
+		var out []string
+		for i := range typ.NumField() {
+			if typ.Field(i).Type.Kind() == reflect.Map {
+				out = append(out, typ.Field(i).Name)
+			}
+		}
+		return out
+	}
+	if got := maps(reflect.TypeFor[corev1.PodSpec]()); !reflect.DeepEqual(got, []string{"NodeSelector", "Overhead"}) {
+		t.Errorf("PodSpec map fields %v, the sharer checks NodeSelector (7) and Overhead (32)", got)
+	}
+	if got := maps(reflect.TypeFor[corev1.Container]()); len(got) != 0 {
+		t.Errorf("Container map fields %v, the sharer checks none", got)
+	}
+}
+
+// checkClipped fails if a slice reachable from v has spare capacity.
+func checkClipped(t *testing.T, what string, v reflect.Value) {
+	t.Helper()
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			checkClipped(t, what, v.Elem())
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				checkClipped(t, what+"."+v.Type().Field(i).Name, v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		if v.Cap() != v.Len() {
+			t.Errorf("%s: cap %d, len %d", what, v.Cap(), v.Len())
+		}
+		for i := range v.Len() {
+			checkClipped(t, what, v.Index(i))
+		}
+	}
+}
+
+// Every slice inside a shared part, however deep, has cap == len, so two
+// readers appending to "their" copy cannot write into each other's.
+func TestPodSpecSharerClipsSharedSlices(t *testing.T) {
+	s := newPodSpecSharer(newInterner())
+	spec := templatePodSpec(1, 1)
+	spec.Containers[0].StartupProbe.Exec.Command = append(make([]string, 0, 1), "sh", "-c", "true") // gogo's append leaves spare capacity
+	spec.DNSConfig.Nameservers = []string{"a", "b", "c"}
+	spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.Namespaces = []string{"x", "y", "z"}
+	raw := marshalSpec(t, &spec)
+	checkShareDecode(t, s, raw)        // decodes and shares
+	got := checkShareDecode(t, s, raw) // from the tables
+	c := got.Containers[0]
+	for what, v := range map[string]any{
+		"affinity": got.Affinity, "pod securityContext": got.SecurityContext, "dnsConfig": got.DNSConfig,
+		"tolerations": got.Tolerations, "spread": got.TopologySpreadConstraints,
+		"resources": c.Resources, "startup probe": c.StartupProbe, "readiness probe": c.ReadinessProbe,
+		"lifecycle": c.Lifecycle, "ports": c.Ports, "mounts": c.VolumeMounts,
+		"init securityContext": got.InitContainers[0].SecurityContext,
+	} {
+		checkClipped(t, what, reflect.ValueOf(v))
+	}
+	a := append(c.StartupProbe.Exec.Command, "--a")
+	b := append(got.Containers[0].StartupProbe.Exec.Command, "--b")
+	if a[3] != "--a" || b[3] != "--b" {
+		t.Fatalf("appends to a shared command interfere: %q, %q", a, b)
+	}
+}
+
+// Shared parts are never written after they are handed out: pods of one
+// template are decoded and interned (as the informer's transform does)
+// while another goroutine reads the first pod. Under -race a write into a
+// shared part (interning it again) is reported.
+func TestSharedSpecPartsNotWrittenAfterPublication(t *testing.T) {
+	in := newInterner()
+	reuse := newSpecReuse[*corev1.Pod]()
+	reuse.share = newPodSpecSharer(in)
+	decode := func(i int) *corev1.Pod {
+		p := realisticPod(i % 7)
+		p.Name = fmt.Sprint("p-", i)
+		p.Spec = templatePodSpec(1, i)
+		raw, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &corev1.Pod{}
+		if _, done, err := reuse.decode(got, raw, nil); err != nil || !done {
+			t.Fatalf("decode: done %v, %v", done, err)
+		}
+		in.object(got, reuse.specInterned(got))
+		reuse.batchDone()
+		return got
+	}
+	first := decode(0)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = first.DeepCopy()
+			}
+		}
+	})
+	for i := 1; i < 200; i++ {
+		p := decode(i)
+		if p.Spec.Containers[0].StartupProbe != first.Spec.Containers[0].StartupProbe {
+			t.Fatal("pods of one template do not share their startup probe")
+		}
+	}
+	close(stop)
+	wg.Wait()
 }

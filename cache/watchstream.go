@@ -260,17 +260,22 @@ func newProtoStream[T Object](cfg *rest.Config, kinds wireKinds) (*protoStream, 
 	return &protoStream{c: c, full: full, lean: &lean}, nil
 }
 
-// watch opens req (a watch request of s.c) and returns its stream. A
-// connection that broke or timed out before the response returns an empty
-// watch, as client-go's does: the reflector then simply watches again.
-func (s *protoStream) watch(ctx context.Context, req *rest.Request, lean bool) (watch.Interface, error) {
-	body, err := req.Stream(ctx)
+// watch opens req (a watch request of s.c, asking the server for
+// timeoutSeconds) and returns its stream, which ends at the latest
+// streamSlack after that (see streamconn.go). A connection that broke or
+// timed out before the response returns an empty watch, as client-go's
+// does: the reflector then simply watches again.
+func (s *protoStream) watch(ctx context.Context, req *rest.Request, timeoutSeconds *int64, lean bool) (watch.Interface, error) {
+	sctx, cancel := withStreamDeadline(ctx, timeoutSeconds)
+	body, err := req.Stream(sctx)
 	if err != nil {
+		cancel()
 		if ctx.Err() == nil && isProbableEOFOrTimeout(err) {
 			return watch.NewEmptyWatch(), nil
 		}
 		return nil, err
 	}
+	body = cancelOnClose{body, cancel}
 	dec := s.full
 	if lean {
 		dec = s.lean

@@ -16,7 +16,9 @@ import (
 // cache.TypedSource does. Both share the client's HTTP client. Watches,
 // built-in and custom alike, go through a REST client of their own built
 // from the client's config: HTTP/1.1 on a connection per watch, as
-// cache.TypedSource's and cache.CustomSourceFor's.
+// cache.TypedSource's and cache.CustomSourceFor's — except for a built-in
+// type the lean decoder does not know, whose watch shares the client's
+// REST client (HTTP/2).
 func informerSource[T Object](c *Client, m *mapping, scope cache.Scope) (cache.Source[T], error) {
 	if !builtIn(m.gvk.GroupVersion()) {
 		// Wire bytes straight into T.

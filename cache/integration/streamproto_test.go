@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"net"
 	"net/http"
+	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,4 +201,131 @@ func wantHTTP1Watches(t *testing.T, rec *protoRecorder, lists bool) {
 	if !lists && others[1] != 0 {
 		t.Errorf("other responses by HTTP major version %v, want none over HTTP/1", others)
 	}
+}
+
+// stallProxy forwards TCP connections to a backend. stall freezes the
+// connections open at that moment: they stay open, bytes sent to them are
+// acknowledged by the kernel and never forwarded — a path that died
+// silently behind a proxy or tunnel, which keepalive probes cannot see.
+// Connections accepted later forward normally.
+type stallProxy struct {
+	ln      net.Listener
+	backend string
+	frozen  chan struct{} // closed at cleanup: frozen copies give up
+	mu      sync.Mutex
+	conns   []*stallConn
+	wg      sync.WaitGroup
+}
+
+type stallConn struct {
+	client, server net.Conn
+	stalled        atomic.Bool
+}
+
+func startStallProxy(t *testing.T, backend string) *stallProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, backend: backend, frozen: make(chan struct{})}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		close(p.frozen)
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.client.Close()
+			c.server.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *stallProxy) accept() {
+	for {
+		cc, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		sc, err := net.Dial("tcp", p.backend)
+		if err != nil {
+			cc.Close()
+			continue
+		}
+		c := &stallConn{client: cc, server: sc}
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		p.mu.Unlock()
+		p.wg.Go(func() { p.pipe(c, sc, cc) })
+		p.wg.Go(func() { p.pipe(c, cc, sc) })
+	}
+}
+
+// pipe copies src to dst until either closes, or holds what it read
+// once c is stalled.
+func (p *stallProxy) pipe(c *stallConn, dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if c.stalled.Load() {
+			<-p.frozen
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+func (p *stallProxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.stalled.Store(true)
+	}
+}
+
+// A watch whose path dies silently (the server's own end of the watch
+// never arrives) is ended by the client shortly after the timeout it
+// asked for, and the informer watches again on a new connection.
+func TestSilentlyDeadWatchPathIsLeft(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	base := shared.Config()
+	ns := testenv.Namespace(t, base)
+	cs := clientset(t, base)
+	u, err := url.Parse(base.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startStallProxy(t, u.Host)
+	cfg := rest.CopyConfig(base)
+	cfg.Host = "https://" + proxy.ln.Addr().String()
+	src, err := cache.TypedSource[*corev1.Pod](cfg, podsGVR, cache.Scope{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Watches ask for 2–4 s; the client gives up on one 2–4 s later.
+	inf := cache.New(src, cache.Options[*corev1.Pod]{WatchTimeout: 2 * time.Second})
+	runInformer(t, inf)
+	if err := inf.WaitForSync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proxy.stall()
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, newPod("after-stall", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() string {
+		if _, ok := inf.Lister().Get(ns, "after-stall"); !ok {
+			return "the pod created after the stall is not cached"
+		}
+		return ""
+	})
 }

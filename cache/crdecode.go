@@ -128,6 +128,9 @@ type wireDecoder[T Object] struct {
 	resource     string
 	typ          reflect.Type // T
 	unstructured bool         // T is *unstructured.Unstructured
+	// fast is *T's plan for decodeJSONStruct, nil if T is unstructured or
+	// its plan is not a struct (every JSON object then goes to kjson).
+	fast *jsonPlan
 }
 
 func newWireDecoder[T Object](resource string) wireDecoder[T] {
@@ -137,7 +140,13 @@ func newWireDecoder[T Object](resource string) wireDecoder[T] {
 	if !isU && (typ.Kind() != reflect.Pointer || typ.Elem().Kind() != reflect.Struct || !typ.Implements(reflect.TypeFor[runtime.Object]())) {
 		panic(fmt.Sprintf("cache.CustomSource: %v is not a pointer to a struct implementing runtime.Object", typ))
 	}
-	return wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
+	d := wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
+	if !isU {
+		if p := jsonPlanFor(typ.Elem()); p.kind == jsonStruct {
+			d.fast = p
+		}
+	}
+	return d
 }
 
 // wireFormat is what decoding one object needs from its encoding (JSON or
@@ -205,6 +214,14 @@ func (d wireDecoder[T]) unmarshal(f *wireFormat, b []byte) (T, error) {
 			return zero, errors.New("object is null")
 		}
 		return any(&unstructured.Unstructured{Object: m}).(T), nil
+	}
+	if f == &jsonWire && d.fast != nil {
+		// The fast path, or, when it cannot be sure to match kjson, kjson
+		// itself on the same bytes into a fresh T.
+		v := reflect.New(d.typ.Elem())
+		if decodeJSONStruct(d.fast, b, v.UnsafePointer()) {
+			return v.Interface().(T), nil
+		}
 	}
 	t := reflect.New(d.typ.Elem()).Interface().(T)
 	if err := f.unmarshal(b, t); err != nil {

@@ -128,8 +128,8 @@ type wireDecoder[T Object] struct {
 	resource     string
 	typ          reflect.Type // T
 	unstructured bool         // T is *unstructured.Unstructured
-	// fast is *T's plan for decodeJSONStruct, nil if T is unstructured or
-	// its plan is not a struct (every JSON object then goes to kjson).
+	// fast is *T's wire plan for decodeJSONStruct, nil if T is
+	// unstructured or has none (every JSON object then goes to kjson).
 	fast *jsonPlan
 }
 
@@ -142,9 +142,7 @@ func newWireDecoder[T Object](resource string) wireDecoder[T] {
 	}
 	d := wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
 	if !isU {
-		if p := jsonPlanFor(typ.Elem()); p.kind == jsonStruct {
-			d.fast = p
-		}
+		d.fast = wirePlanFor(typ.Elem())
 	}
 	return d
 }
@@ -179,6 +177,15 @@ func (d wireDecoder[T]) decode(obj []byte) (T, *undecoded) { return d.decodeWith
 // error.
 func (d wireDecoder[T]) decodeWith(f *wireFormat, obj []byte) (T, *undecoded) {
 	var zero T
+	if f == &jsonWire && d.fast != nil {
+		// One pass that skips what stripping would cut (see wirePlanFor);
+		// when it cannot be sure to match kjson, the usual strip and kjson
+		// on the same bytes (which it has not changed), into a fresh T.
+		v := reflect.New(d.typ.Elem())
+		if decodeJSONStruct(d.fast, obj, v.UnsafePointer()) {
+			return v.Interface().(T), nil
+		}
+	}
 	b, err := f.strip(obj)
 	if err != nil {
 		// Not one object: let the decoder have its say on the bytes as
@@ -214,14 +221,6 @@ func (d wireDecoder[T]) unmarshal(f *wireFormat, b []byte) (T, error) {
 			return zero, errors.New("object is null")
 		}
 		return any(&unstructured.Unstructured{Object: m}).(T), nil
-	}
-	if f == &jsonWire && d.fast != nil {
-		// The fast path, or, when it cannot be sure to match kjson, kjson
-		// itself on the same bytes into a fresh T.
-		v := reflect.New(d.typ.Elem())
-		if decodeJSONStruct(d.fast, b, v.UnsafePointer()) {
-			return v.Interface().(T), nil
-		}
 	}
 	t := reflect.New(d.typ.Elem()).Interface().(T)
 	if err := f.unmarshal(b, t); err != nil {

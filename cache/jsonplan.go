@@ -3,10 +3,13 @@ package cache
 import (
 	"encoding"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"strings"
 	"sync"
 	"unicode"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // A jsonPlan says how jsonstruct.go decodes a JSON value into a Go value of
@@ -57,6 +60,13 @@ const (
 	// jsonUnmarshaler: the type is named and its pointer implements
 	// json.Unmarshaler (metav1.Time, resource.Quantity, ...).
 	jsonUnmarshaler
+	// jsonSkip: the value is validated and dropped (metadata.managedFields
+	// in a wire plan).
+	jsonSkip
+	// jsonAnnotations: a jsonStringMap that drops the last-applied
+	// annotation's string value, and is left nil if nothing else is in it
+	// (metadata.annotations in a wire plan).
+	jsonAnnotations
 )
 
 // jsonField is a struct field (or a field of an embedded struct) by JSON
@@ -71,6 +81,7 @@ type jsonField struct {
 
 var (
 	jsonPlans           sync.Map // reflect.Type → *jsonPlan
+	wirePlans           sync.Map // reflect.Type → *jsonPlan, nil for none
 	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 	stringType          = reflect.TypeFor[string]()
@@ -257,4 +268,47 @@ func validJSONName(name string) bool {
 		}
 	}
 	return true
+}
+
+// wirePlanFor returns the plan the custom-resource decoder uses for t, a
+// struct type: t's plan, with its top-level metadata (when it is a
+// metav1.ObjectMeta) dropping managedFields and the last-applied
+// annotation as it decodes, the way stripJSONObject cuts them from the
+// bytes. It returns nil for a t without a struct plan, or whose "metadata"
+// field is of another type (stripJSONObject then runs first and kjson
+// decodes).
+func wirePlanFor(t reflect.Type) *jsonPlan {
+	if p, ok := wirePlans.Load(t); ok {
+		return p.(*jsonPlan)
+	}
+	p := jsonPlanFor(t)
+	var wp *jsonPlan
+	if p.kind == jsonStruct {
+		if mf := p.fields["metadata"]; mf == nil {
+			wp = p
+		} else if mf.plan.typ == reflect.TypeFor[metav1.ObjectMeta]() && mf.plan.kind == jsonStruct {
+			meta := withFieldPlans(mf.plan, map[string]*jsonPlan{
+				"managedFields": {kind: jsonSkip},
+				"annotations":   {kind: jsonAnnotations, typ: reflect.TypeFor[map[string]string]()},
+			})
+			wp = withFieldPlans(p, map[string]*jsonPlan{"metadata": meta})
+		}
+	}
+	wirePlans.LoadOrStore(t, wp)
+	return wp
+}
+
+// withFieldPlans returns a copy of the struct plan p with the named
+// fields' plans replaced.
+func withFieldPlans(p *jsonPlan, plans map[string]*jsonPlan) *jsonPlan {
+	c := *p
+	c.fields = maps.Clone(p.fields)
+	for name, fp := range plans {
+		if f := c.fields[name]; f != nil {
+			nf := *f
+			nf.plan = fp
+			c.fields[name] = &nf
+		}
+	}
+	return &c
 }

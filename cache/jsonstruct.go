@@ -103,10 +103,13 @@ func (p *jsonPlan) decode(b []byte, i int, ptr unsafe.Pointer, depth int) (int, 
 		if c == '{' {
 			return p.decodeMap(b, i, ptr, depth)
 		}
-	case jsonStringMap:
+	case jsonStringMap, jsonAnnotations:
 		if c == '{' {
-			return decodeStringMap(b, i, (*map[string]string)(ptr), depth)
+			return decodeStringMap(b, i, (*map[string]string)(ptr), depth, p.kind == jsonAnnotations)
 		}
+	case jsonSkip:
+		end, err := skipValueDepth(b, i, depth)
+		return end, err == nil
 	}
 	if c == 'n' { // null leaves every other kind as it is: zero
 		end, err := skipLiteral(b, i, "null")
@@ -181,39 +184,15 @@ func (p *jsonPlan) decodeNumber(b []byte, i int, ptr unsafe.Pointer) (int, bool)
 	return end, true
 }
 
-// plainJSON marks the bytes a string can hold as they are: printable ASCII
-// other than the quote and the backslash.
-var plainJSON = func() (t [256]bool) {
-	for c := 0x20; c < 0x80; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
 // scanPlainString returns the end of the string starting at b[i] == '"'
 // and whether its bytes between the quotes are its value: no escapes, no
 // control characters, valid UTF-8.
 func scanPlainString(b []byte, i int) (end int, plain bool) {
-	j := i + 1
-	ascii := true
-	for j < len(b) {
-		c := b[j]
-		switch {
-		case plainJSON[c]:
-			j++
-		case c == '"':
-			if !ascii && !utf8.Valid(b[i+1:j]) {
-				return j + 1, false
-			}
-			return j + 1, true
-		case c >= 0x80:
-			ascii = false
-			j++
-		default: // an escape, a control character
-			return j, false
-		}
+	j, high := plainRun(b, i+1)
+	if j >= len(b) || b[j] != '"' {
+		return j, false
 	}
-	return j, false
+	return j + 1, !high || utf8.Valid(b[i+1:j])
 }
 
 func decodeString(b []byte, i int, s *string) (int, bool) {
@@ -386,13 +365,17 @@ func (p *jsonPlan) decodeMap(b []byte, i int, ptr unsafe.Pointer, depth int) (in
 	}
 }
 
-func decodeStringMap(b []byte, i int, mp *map[string]string, depth int) (int, bool) {
+// decodeStringMap decodes a map[string]string. With annotations set, a
+// last-applied annotation whose value is a string is dropped, and the map
+// is left nil if nothing else was in it (as stripJSONObject cuts them).
+func decodeStringMap(b []byte, i int, mp *map[string]string, depth int, annotations bool) (int, bool) {
 	m := map[string]string{}
 	*mp = m
 	i, empty, ok := openContainer(b, i, depth, '}')
 	if !ok || empty {
 		return i, ok
 	}
+	dropped := false
 	for {
 		key, vs, ok := objectKey(b, i)
 		if !ok || vs >= len(b) {
@@ -400,27 +383,39 @@ func decodeStringMap(b []byte, i int, mp *map[string]string, depth int) (int, bo
 		}
 		var v string
 		end := vs
-		switch b[vs] {
-		case '"':
-			end, ok = decodeString(b, vs, &v)
-		case 'n': // the member is there, with ""
+		switch c := b[vs]; {
+		case c == '"' && annotations && string(key) == LastAppliedAnnotation:
+			var err error
+			end, err = skipString(b, vs)
+			ok, dropped = err == nil, true
+		case c == '"':
+			if end, ok = decodeString(b, vs, &v); ok {
+				ok = setNew(m, key, v)
+			}
+		case c == 'n': // the member is there, with ""
 			var err error
 			end, err = skipLiteral(b, vs, "null")
-			ok = err == nil
+			ok = err == nil && setNew(m, key, "")
 		default:
 			ok = false
 		}
 		if !ok {
 			return end, false
 		}
-		n := len(m)
-		if m[string(key)] = v; len(m) == n { // named twice
-			return end, false
-		}
 		next, more, ok := nextMember(b, end, '}')
 		if !ok || !more {
+			if dropped && len(m) == 0 {
+				*mp = nil
+			}
 			return next, ok
 		}
 		i = next
 	}
+}
+
+// setNew sets m[key] = v, or reports false if key was there already.
+func setNew(m map[string]string, key []byte, v string) bool {
+	n := len(m)
+	m[string(key)] = v
+	return len(m) > n
 }

@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -388,9 +390,13 @@ func FuzzJSONStruct(f *testing.F) {
 	f.Add(`{"spec":{"when":null,"quantity":null,"pair":[1,2,3],"intKeys":{"x":"y"}}}`)
 	f.Add(`{"spec":{"small":1.5,"big":1e2,"weight":1e999,"port":-1}}`)
 	f.Add(`{"spec":{"tree":` + strings.Repeat(`{"children":[`, 50) + strings.Repeat(`]}`, 50) + `}}`)
+	f.Add(`{"metadata":{"managedFields":[{"manager":"m"}],"annotations":{"` + LastAppliedAnnotation + `":"{}"}}}`)
+	f.Add(`{"metadata":{"managedFields":5,"annotations":{"a":"b","` + LastAppliedAnnotation + `":null}}}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		fastVsKjson[richCR](t, in)
 		fastVsKjson[fooCR](t, in)
+		wireVsStrip[richCR](t, in)
+		wireVsStrip[fooCR](t, in)
 	})
 }
 
@@ -421,5 +427,124 @@ func TestJSONPlanKinds(t *testing.T) {
 		if spec.fields[name] != nil || p.fields[name] != nil {
 			t.Errorf("field %q has a plan", name)
 		}
+	}
+}
+
+// TestPlainRun: the eight-bytes-at-a-time scan agrees with a byte-by-byte
+// one, for every stop byte at every offset, and on random bytes.
+func TestPlainRun(t *testing.T) {
+	naive := func(b []byte, i int) (int, bool) {
+		high := false
+		for ; i < len(b); i++ {
+			if c := b[i]; c < 0x20 || c == '"' || c == '\\' {
+				break
+			} else if c >= 0x80 {
+				high = true
+			}
+		}
+		return i, high
+	}
+	check := func(b []byte, i int) {
+		t.Helper()
+		gj, gh := plainRun(b, i)
+		wj, wh := naive(b, i)
+		if gj != wj || gh != wh {
+			t.Fatalf("plainRun(%q, %d) = %d, %v; want %d, %v", b, i, gj, gh, wj, wh)
+		}
+	}
+	for n := range 20 {
+		for pos := range n {
+			for c := range 256 {
+				for _, fill := range []byte{'a', 0xc3, 0x7f, 0x20, 0xff} {
+					b := bytes.Repeat([]byte{fill}, n)
+					b[pos] = byte(c)
+					check(b, 0)
+					check(b, pos/2)
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		b := make([]byte, r.IntN(40))
+		for k := range b {
+			b[k] = byte(r.IntN(256))
+			if r.IntN(3) > 0 {
+				b[k] = 'a' + byte(r.IntN(26))
+			}
+		}
+		check(b, 0)
+	}
+}
+
+// wireVsStrip decodes in into a zero T with T's wire plan, and as the
+// custom-resource decoder does without it: stripJSONObject (on a copy),
+// then kjson. When the wire plan says ok, the two must agree.
+func wireVsStrip[T any](t testing.TB, in string) bool {
+	t.Helper()
+	var got, want T
+	ok := decodeJSONStruct(wirePlanFor(reflect.TypeFor[T]()), []byte(in), unsafe.Pointer(&got))
+	b, err := stripJSONObject([]byte(in))
+	if err != nil {
+		b = []byte(in)
+	}
+	err = kjson.UnmarshalCaseSensitivePreserveInts(b, &want)
+	if ok {
+		if err != nil {
+			t.Fatalf("wire plan accepts %q, strip and kjson: %v", in, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nwire plan       %#v\nstrip and kjson %#v", in, got, want)
+		}
+	}
+	return ok
+}
+
+// TestWirePlanStrips: the wire plan drops what stripJSONObject cuts.
+func TestWirePlanStrips(t *testing.T) {
+	la := `"` + LastAppliedAnnotation + `"`
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+		annot    map[string]string
+	}{
+		{"only last-applied", `{"metadata":{"name":"n","annotations":{` + la + `:"{\"a\":1}"}}}`, true, nil},
+		{"last-applied among others", `{"metadata":{"annotations":{"a":"1",` + la + `:"x","b":"2"}}}`, true, map[string]string{"a": "1", "b": "2"}},
+		{"last-applied null is kept", `{"metadata":{"annotations":{` + la + `:null}}}`, true, map[string]string{LastAppliedAnnotation: ""}},
+		{"last-applied number", `{"metadata":{"annotations":{` + la + `:1}}}`, false, nil},
+		{"empty annotations stay", `{"metadata":{"annotations":{}}}`, true, map[string]string{}},
+		{"managedFields of any type", `{"metadata":{"managedFields":{"x":[1]},"name":"n"}}`, true, nil},
+		{"managedFields invalid", `{"metadata":{"managedFields":[1,],"name":"n"}}`, false, nil},
+		{"escaped managedFields", `{"metadata":{"\u006danagedFields":[]}}`, false, nil},
+		{"last-applied invalid string", `{"metadata":{"annotations":{` + la + `:"\q"}}}`, false, nil},
+		{"annotations without last-applied", rich(`{"nested":{"name":"x"}}`), true, map[string]string{"x": "y"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := wireVsStrip[richCR](t, tc.in); got != tc.ok {
+				t.Fatalf("wire plan ok = %v, want %v", got, tc.ok)
+			}
+			if !tc.ok {
+				return
+			}
+			var r richCR
+			decodeJSONStruct(wirePlanFor(reflect.TypeFor[richCR]()), []byte(tc.in), unsafe.Pointer(&r))
+			if r.ManagedFields != nil || !reflect.DeepEqual(r.Annotations, tc.annot) {
+				t.Fatalf("managedFields %v, annotations %#v, want %#v", r.ManagedFields, r.Annotations, tc.annot)
+			}
+		})
+	}
+	// The plain plan of the same type keeps them.
+	var r richCR
+	in := `{"metadata":{"managedFields":[{"manager":"m"}],"annotations":{` + la + `:"x"}}}`
+	if !fastVsKjson[richCR](t, in) || !decodeJSONStruct(jsonPlanFor(reflect.TypeFor[richCR]()), []byte(in), unsafe.Pointer(&r)) ||
+		len(r.ManagedFields) != 1 || r.Annotations[LastAppliedAnnotation] != "x" {
+		t.Fatalf("plain plan: %+v", r.ObjectMeta)
+	}
+	// A "metadata" of another type: no wire plan.
+	type otherMeta struct {
+		Metadata struct{ Name string } `json:"metadata"`
+	}
+	if wirePlanFor(reflect.TypeFor[otherMeta]()) != nil {
+		t.Fatal("wire plan for a metadata that is not ObjectMeta")
 	}
 }

@@ -34,8 +34,10 @@ import (
 // there falls back too.
 
 // decodeJSONStruct decodes b, one JSON object with only white space around
-// it, into the zero struct at ptr, whose plan p is a jsonStruct. On false
-// the struct may be partly written and must be thrown away.
+// it, into the zero struct at ptr, whose plan p is a jsonStruct (from
+// jsonPlanFor, or wirePlanFor to skip what stripJSONObject would cut). It
+// does not change b. On false the struct may be partly written and must
+// be thrown away.
 func decodeJSONStruct(p *jsonPlan, b []byte, ptr unsafe.Pointer) bool {
 	i := skipSpace(b, 0)
 	if p.kind != jsonStruct || i >= len(b) || b[i] != '{' {

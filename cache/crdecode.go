@@ -132,6 +132,9 @@ type wireDecoder[T Object] struct {
 	resource     string
 	typ          reflect.Type // T
 	unstructured bool         // T is *unstructured.Unstructured
+	// fast is *T's wire plan for decodeJSONStruct, nil if T is
+	// unstructured or has none (every JSON object then goes to kjson).
+	fast *jsonPlan
 }
 
 func newWireDecoder[T Object](resource string) wireDecoder[T] {
@@ -141,7 +144,11 @@ func newWireDecoder[T Object](resource string) wireDecoder[T] {
 	if !isU && (typ.Kind() != reflect.Pointer || typ.Elem().Kind() != reflect.Struct || !typ.Implements(reflect.TypeFor[runtime.Object]())) {
 		panic(fmt.Sprintf("cache.CustomSource: %v is not a pointer to a struct implementing runtime.Object", typ))
 	}
-	return wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
+	d := wireDecoder[T]{resource: resource, typ: typ, unstructured: isU}
+	if !isU {
+		d.fast = wirePlanFor(typ.Elem())
+	}
+	return d
 }
 
 // wireFormat is what decoding one object needs from its encoding (JSON or
@@ -174,6 +181,15 @@ func (d wireDecoder[T]) decode(obj []byte) (T, *undecoded) { return d.decodeWith
 // error.
 func (d wireDecoder[T]) decodeWith(f *wireFormat, obj []byte) (T, *undecoded) {
 	var zero T
+	if f == &jsonWire && d.fast != nil {
+		// One pass that skips what stripping would cut (see wirePlanFor);
+		// when it cannot be sure to match kjson, the usual strip and kjson
+		// on the same bytes (which it has not changed), into a fresh T.
+		v := reflect.New(d.typ.Elem())
+		if decodeJSONStruct(d.fast, obj, v.UnsafePointer()) {
+			return v.Interface().(T), nil
+		}
+	}
 	b, err := f.strip(obj)
 	if err != nil {
 		// Not one object: let the decoder have its say on the bytes as

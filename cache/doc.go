@@ -45,7 +45,13 @@
 //   - Sources: TypedSource (k8s.io/api types, protobuf on the wire),
 //     CustomSource/CustomSourceFor (custom resources decoded from JSON or
 //     CBOR straight into your own Go struct or unstructured; objects that
-//     do not fit are skipped and counted), UnstructuredSource (custom
+//     do not fit are skipped and counted; JSON into a struct goes through
+//     a one-pass decoder that follows the struct's fields, skipping
+//     managedFields and the last-applied annotation as it reads, and hands
+//     an object to sigs.k8s.io/json whole whenever it cannot be sure to
+//     decode it exactly as that would: duplicate member names, escaped
+//     names, type mismatches, null for an UnmarshalJSON value, subtle
+//     embedding), UnstructuredSource (custom
 //     resources, JSON, through client-go's dynamic client), Structured
 //     (an unstructured source decoded into your own Go struct),
 //     MetadataSource (PartialObjectMetadata), or any ListerWatcher.

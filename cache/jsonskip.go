@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -123,11 +124,9 @@ func skipNumber(b []byte, i int) (int, error) {
 func skipString(b []byte, i int) (int, error) {
 	i++
 	for i < len(b) {
-		j := bytes.IndexAny(b[i:], "\"\\\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f")
-		if j < 0 {
+		if i, _ = plainRun(b, i); i >= len(b) {
 			return len(b), jsonSyntax(b, len(b), "a string")
 		}
-		i += j
 		switch b[i] {
 		case '"':
 			return i + 1, nil
@@ -156,6 +155,42 @@ func skipString(b []byte, i int) (int, error) {
 		}
 	}
 	return i, jsonSyntax(b, i, "a string")
+}
+
+// stringStop marks the bytes that end a run of a string's plain bytes: the
+// closing quote, a backslash, and the control characters JSON forbids.
+var stringStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// plainRun returns the offset of the first byte from b[i] on that ends a
+// run of a string's plain bytes (see stringStop), or len(b), and whether
+// the run holds bytes of 0x80 and up (UTF-8 to check). It looks at eight
+// bytes at a time: strings (messages, the last-applied annotation) are
+// most of an object's bytes. (A table, not bytes.IndexAny, which builds
+// its byte set anew on every call: that was most of the scanner's time.)
+func plainRun(b []byte, i int) (int, bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	var seen uint64
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q, s := x^(ones*'"'), x^(ones*'\\')
+		// A byte's high bit is set in each term if it is below 0x20, or
+		// is zero after the xor; borrows only spread from such a byte.
+		if ((x-ones*0x20)&^x|(q-ones)&^q|(s-ones)&^s)&highs != 0 {
+			break
+		}
+		seen |= x
+	}
+	for i < len(b) && !stringStop[b[i]] {
+		seen |= uint64(b[i])
+		i++
+	}
+	return i, seen&highs != 0
 }
 
 func isHex(c byte) bool {

@@ -149,8 +149,8 @@ func (b *planBuilder) fill(p *jsonPlan) {
 	switch t.Kind() {
 	case reflect.String:
 		p.kind = jsonString
-		if t.Name() == "Number" && strings.HasPrefix(t.PkgPath(), "sigs.k8s.io/json") {
-			p.kind = jsonDelegate // kjson's Number takes number literals too
+		if t == reflect.TypeFor[json.Number]() { // kjson's Number is an alias of it
+			p.kind = jsonDelegate // takes number literals too, and checks strings
 		}
 	case reflect.Bool:
 		p.kind = jsonBool

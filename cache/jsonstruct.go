@@ -59,9 +59,9 @@ func (p *jsonPlan) decode(b []byte, i int, ptr unsafe.Pointer, depth int) (int, 
 	case jsonDelegate:
 		return p.delegate(b, i, ptr, depth)
 	case jsonUnmarshaler:
-		if c == 'n' { // kjson calls UnmarshalJSON("null") here: fall back, rare
-			return i, false
-		}
+		// kjson calls UnmarshalJSON with a null too (the value is not a
+		// pointer it could set to nil): "creationTimestamp":null in an
+		// embedded PodTemplateSpec is common.
 		end, err := skipValueDepth(b, i, depth)
 		if err != nil {
 			return i, false

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -65,6 +66,7 @@ type richSpec struct {
 	Custom     richCustom                                `json:"custom"`
 	Tree       *richTree                                 `json:"tree"`
 	Conditions []metav1.Condition                        `json:"conditions"`
+	Num        json.Number                               `json:"num"`
 	Hidden     string                                    `json:"-"`
 	Dash       string                                    `json:"-,"`
 	NoTag      string
@@ -169,8 +171,13 @@ func TestJSONStructRules(t *testing.T) {
 		{"nulls are no-ops", rich(`{"message":null,"fail":null,"size":null,"small":null,"ratio":null,"tags":null,` +
 			`"labels":null,"limits":null,"qptr":null,"whenPtr":null,"any":null,"raw":null,"nested":null,"items":null,"textPtr":null,"tree":null}`), true},
 		{"null labels value", `{"metadata":{"labels":{"a":null}}}`, true},
-		{"null for a value json.Unmarshaler", rich(`{"when":null}`), false},
-		{"null for a value Quantity", rich(`{"quantity":null}`), false},
+		{"null for a value json.Unmarshaler", rich(`{"when":null}`), true}, // UnmarshalJSON("null"), as kjson
+		{"null for a value Quantity", rich(`{"quantity":null}`), true},
+		{"null for a value IntOrString", rich(`{"target":null}`), true},
+		{"json.Number from a number", rich(`{"num":12.5e3}`), true},
+		{"json.Number from a valid string", rich(`{"num":"42"}`), true},
+		{"json.Number from an invalid string", rich(`{"num":"abc"}`), false}, // kjson: invalid number literal (found by review)
+		{"json.Number from an empty string", rich(`{"num":""}`), false},
 		{"empty slices and maps", rich(`{"tags":[],"labels":{},"matrix":[[]],"byName":{},"items":[]}`), true},
 		{"integer with a fraction", rich(`{"small":1.0}`), false},
 		{"integer with an exponent", rich(`{"big":1e3}`), false},

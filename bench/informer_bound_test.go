@@ -26,6 +26,7 @@ import (
 //
 //   - watchlist: a watch with sendInitialEvents (what skiff and client-go
 //     v0.36 do), read until the initial-events-end bookmark;
+//   - watchlist-http1: the same over HTTP/1.1 (skiff's watch streams);
 //   - list/page=N: a paginated list, each page requested after the
 //     previous one was read in full (what a paginating reflector does);
 //   - list/page=N/prefetch: the same, but page k+1 is requested as soon as
@@ -54,6 +55,17 @@ func BenchmarkInformerServerBound(b *testing.B) {
 				return 0, nil
 			}},
 			{"watchlist", fetchWatchList},
+			// The same over HTTP/1.1 on a connection of its own, as
+			// skiff's informers watch (cache/streamconn.go).
+			{"watchlist-http1", func(ctx context.Context, _ rest.Interface, bt boundTarget) (int64, error) {
+				c := rest.CopyConfig(bt.cfg)
+				c.TLSClientConfig.NextProtos = []string{"http/1.1"}
+				cs, err := kubernetes.NewForConfig(c)
+				if err != nil {
+					return 0, err
+				}
+				return fetchWatchList(ctx, cs.CoreV1().RESTClient(), bt)
+			}},
 			{"list/page=500", func(ctx context.Context, rc rest.Interface, bt boundTarget) (int64, error) {
 				return fetchPages(ctx, rc, bt, 500, false)
 			}},

@@ -62,21 +62,29 @@ func customSourceWith[T skiffcache.Object](cfg *rest.Config, ns string, o skiffc
 	if err != nil {
 		return skiffcache.Source[T]{}, err
 	}
-	return skiffcache.CustomSourceWith[T](rc, foosGVR, skiffcache.Scope{Namespace: ns}, o), nil
+	// Watches on a client of their own, as CustomSourceFor's.
+	return skiffcache.WithWatchConfig(skiffcache.CustomSourceWith[T](rc, foosGVR, skiffcache.Scope{Namespace: ns}, o), cfg)
 }
 
 func skiffCR[T skiffcache.Object](enc skiffcache.Encoding) func(cfg *rest.Config, ns string) (*runningInformer, error) {
+	return skiffCRMode[T](enc, skiffcache.WatchListAuto)
+}
+
+func skiffCRMode[T skiffcache.Object](enc skiffcache.Encoding, mode skiffcache.WatchListMode) func(cfg *rest.Config, ns string) (*runningInformer, error) {
 	return func(cfg *rest.Config, ns string) (*runningInformer, error) {
 		src, err := customSourceWith[T](cfg, ns, skiffcache.CustomOptions{Encoding: enc})
 		if err != nil {
 			return nil, err
 		}
-		return runSkiffInformer(skiffcache.New(src, skiffcache.Options[T]{})), nil
+		return runSkiffInformer(skiffcache.New(src, skiffcache.Options[T]{WatchList: mode})), nil
 	}
 }
 
 var crCBORImpls = []crImpl{
 	{"skiff/typed-cbor", skiffCR[*foo.Foo](skiffcache.EncodingAuto)},
+	// The same streaming its initial list (the default before 2026-11-26
+	// evening).
+	{"skiff/typed-cbor-watchlist", skiffCRMode[*foo.Foo](skiffcache.EncodingAuto, skiffcache.WatchListOn)},
 	{"skiff/typed-json@cbor-server", skiffCR[*foo.Foo](skiffcache.EncodingJSON)},
 	{"skiff/unstructured-cbor", skiffCR[*unstructured.Unstructured](skiffcache.EncodingAuto)},
 	{"clientgo/dynamic@cbor-server", startDynamicInformer},

@@ -203,6 +203,15 @@ var crImpls = []crImpl{
 		}
 		return runSkiffInformer(skiffcache.New(src, skiffcache.Options[*foo.Foo]{})), nil
 	}},
+	// skiff/typed streaming its initial list as a watch-list (the
+	// default before 2026-11-26 evening) instead of paginated lists.
+	{"skiff/typed-watchlist", func(cfg *rest.Config, ns string) (*runningInformer, error) {
+		src, err := skiffcache.CustomSourceFor[*foo.Foo](cfg, foosGVR, skiffcache.Scope{Namespace: ns})
+		if err != nil {
+			return nil, err
+		}
+		return runSkiffInformer(skiffcache.New(src, skiffcache.Options[*foo.Foo]{WatchList: skiffcache.WatchListOn})), nil
+	}},
 	{"skiff/unstructured", func(cfg *rest.Config, ns string) (*runningInformer, error) {
 		src, err := skiffcache.CustomSourceFor[*unstructured.Unstructured](cfg, foosGVR, skiffcache.Scope{Namespace: ns})
 		if err != nil {

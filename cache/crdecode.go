@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync/atomic"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -47,7 +48,7 @@ func CustomSource[T Object](c rest.Interface, gvr schema.GroupVersionResource, s
 func CustomSourceWith[T Object](c rest.Interface, gvr schema.GroupVersionResource, scope Scope, o CustomOptions) Source[T] {
 	d := newWireDecoder[T](resourceName(gvr))
 	return Source[T]{
-		LW:       &wireLW[T]{c: c, gv: gvr.GroupVersion(), resource: gvr.Resource, ns: scope.Namespace, dec: d, accept: o.Encoding.accept()},
+		LW:       &wireLW[T]{c: c, gv: gvr.GroupVersion(), resource: gvr.Resource, ns: scope.Namespace, dec: d, accept: o.Encoding.accept(), cbor: new(atomic.Bool)},
 		Decode:   d.assert,
 		Resource: resourceName(gvr),
 		Scope:    scope,
@@ -390,7 +391,8 @@ type wireLW[T Object] struct {
 	resource string
 	ns       string
 	dec      wireDecoder[T]
-	accept   string // the Accept header
+	accept   string       // the Accept header
+	cbor     *atomic.Bool // a list came back as CBOR (shared by copies)
 }
 
 // customLW is a *wireLW of any T (a projected source's T is not its
@@ -403,6 +405,11 @@ type customLW interface {
 }
 
 func (l *wireLW[T]) groupVersion() schema.GroupVersion { return l.gv }
+
+// prefersPages: custom resources list in pages (WatchListAuto) until a
+// list comes back as CBOR: a server that serves CBOR streams a watch-list
+// more cheaply than it pages (bench/README.md, I5).
+func (l *wireLW[T]) prefersPages() bool { return !l.cbor.Load() }
 
 func (l *wireLW[T]) withWatchClient(c rest.Interface) ListerWatcher {
 	cp := *l
@@ -423,6 +430,7 @@ func (l *wireLW[T]) List(ctx context.Context, opts metav1.ListOptions) (runtime.
 		return nil, responseError(res, ct, body)
 	}
 	if isCBOR(ct, body) {
+		l.cbor.Store(true)
 		return l.dec.decodeListCBOR(body)
 	}
 	return l.dec.decodeList(body)

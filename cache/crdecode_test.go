@@ -342,3 +342,43 @@ func TestWithWatchConfig(t *testing.T) {
 		t.Fatalf("WithWatchConfig with an unreadable CA file = %v, want an error naming the resource", err)
 	}
 }
+
+// Custom sources prefer paginated lists (WatchListAuto) until a list
+// comes back as CBOR; the preference is seen through the informer's lean
+// wrapper and EventRelay wrappers, and built-in sources never prefer pages.
+func TestCustomSourcePrefersPages(t *testing.T) {
+	src := CustomSource[*unstructured.Unstructured](nil, schema.GroupVersionResource{Group: "g", Version: "v1", Resource: "things"}, Scope{})
+	wrapped := relayLW{leanLW{ListerWatcher: src.LW}}
+	if !prefersPages(src.LW) || !prefersPages(wrapped) {
+		t.Fatal("a fresh custom source does not prefer pages")
+	}
+	r := &reflector[*unstructured.Unstructured]{lw: wrapped, o: &options{watchList: WatchListAuto}}
+	if r.useWatchList() {
+		t.Fatal("WatchListAuto streams a custom source's first list")
+	}
+	src.LW.(*wireLW[*unstructured.Unstructured]).cbor.Store(true) // a list came back as CBOR
+	if prefersPages(wrapped) || !r.useWatchList() {
+		t.Fatal("after a CBOR list the custom source still prefers pages")
+	}
+	r.o.watchList = WatchListOff
+	if r.useWatchList() {
+		t.Fatal("WatchListOff streams")
+	}
+	r.o.watchList = WatchListOn
+	src.LW.(*wireLW[*unstructured.Unstructured]).cbor.Store(false)
+	if !r.useWatchList() {
+		t.Fatal("WatchListOn does not stream")
+	}
+	r.watchListOff = true // the server rejected streaming
+	if r.useWatchList() {
+		t.Fatal("streams after the server rejected it")
+	}
+	if prefersPages(&restLW{}) {
+		t.Fatal("a built-in source prefers pages")
+	}
+}
+
+// relayLW is an EventRelay around a ListerWatcher.
+type relayLW struct{ ListerWatcher }
+
+func (r relayLW) RelayedFrom() ListerWatcher { return r.ListerWatcher }

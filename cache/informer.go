@@ -85,7 +85,7 @@ func New[T Object](src Source[T], o Options[T]) *Informer[T] {
 		emit:     inf.emitLocked,
 		synced:   inf.syncedLocked,
 		o: &options{
-			watchList:      o.WatchList == WatchListAuto,
+			watchList:      o.WatchList,
 			pageSize:       orDefault(o.PageSize, DefaultPageSize),
 			watchTimeout:   orDefault(o.WatchTimeout, DefaultWatchTimeout),
 			initialBackoff: orDefault(o.InitialBackoff, DefaultInitialBackoff),

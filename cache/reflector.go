@@ -103,7 +103,7 @@ func (r *reflector[T]) run(ctx context.Context) {
 			if r.reuse != nil {
 				r.reuse.reset()
 			}
-			if r.o.watchList && !r.watchListOff {
+			if r.useWatchList() {
 				err = r.watchList(ctx)
 				if err != nil && r.lastRV == "" && watchListRejected(err) {
 					r.log.Info("server does not stream initial events; using paginated lists", "resource", r.resource, "err", err)
@@ -232,6 +232,19 @@ func (r *reflector[T]) finish(session *ReplaceSession[T], rv string) {
 	r.stats.lastRV.Store(rv)
 	r.synced(changes, rv)
 	r.healthy()
+}
+
+// useWatchList reports whether the next (re)list streams: the mode says
+// so, and the server did not reject streaming (WatchListOn), or the source
+// does not prefer pages right now (WatchListAuto).
+func (r *reflector[T]) useWatchList() bool {
+	switch {
+	case r.watchListOff || r.o.watchList == WatchListOff:
+		return false
+	case r.o.watchList == WatchListOn:
+		return true
+	}
+	return !prefersPages(r.lw)
 }
 
 // watchList streams the initial list (sendInitialEvents) into a replace

@@ -108,6 +108,31 @@ func relaysEvents(lw ListerWatcher) bool {
 	return false
 }
 
+// pagePreferrer is a ListerWatcher whose initial lists are cheaper as
+// paginated lists than as watch-lists (see WatchListAuto).
+type pagePreferrer interface {
+	prefersPages() bool
+}
+
+// prefersPages reports whether lw, or what it relays (the informer's lean
+// wrapper, a chain of EventRelays), prefers paginated lists.
+func prefersPages(lw ListerWatcher) bool {
+	for range 64 {
+		if p, ok := lw.(pagePreferrer); ok {
+			return p.prefersPages()
+		}
+		switch l := lw.(type) {
+		case leanLW:
+			lw = l.ListerWatcher
+		case EventRelay:
+			lw = l.RelayedFrom()
+		default:
+			return false
+		}
+	}
+	return false
+}
+
 // relistFilterKey carries a watch-list's relistFilter to the watch request.
 type relistFilterKey struct{}
 

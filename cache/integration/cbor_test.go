@@ -191,7 +191,7 @@ func TestCustomSourceCBOR(t *testing.T) {
 		enc  cache.Encoding
 		want []string
 	}{
-		{"cbor/watchlist", cache.WatchListAuto, cache.EncodingAuto, []string{"application/cbor-seq"}},
+		{"cbor/watchlist", cache.WatchListOn, cache.EncodingAuto, []string{"application/cbor-seq"}},
 		{"cbor/paginated", cache.WatchListOff, cache.EncodingAuto, []string{"application/cbor", "application/cbor-seq"}},
 		{"forced-json/paginated", cache.WatchListOff, cache.EncodingJSON, []string{"application/json"}},
 	} {

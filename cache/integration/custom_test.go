@@ -38,8 +38,8 @@ func (g *gadget) DeepCopyObject() runtime.Object {
 // malformed object, follow updates and deletes, and never hold
 // managedFields or the last-applied annotation.
 func TestCustomSourceFollowsTheServer(t *testing.T) {
-	for _, mode := range []cache.WatchListMode{cache.WatchListAuto, cache.WatchListOff} {
-		t.Run(fmt.Sprint("watchlist=", mode == cache.WatchListAuto), func(t *testing.T) {
+	for _, mode := range []cache.WatchListMode{cache.WatchListOn, cache.WatchListOff, cache.WatchListAuto} {
+		t.Run(fmt.Sprint("mode=", []string{"auto", "off", "on"}[mode]), func(t *testing.T) {
 			ctx := ctxFor(t, 2*time.Minute)
 			cfg := shared.Config()
 			if _, err := testenv.ApplyCRDs(ctx, cfg, []byte(thingsCRD)); err != nil {

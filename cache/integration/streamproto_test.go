@@ -124,8 +124,10 @@ func TestCustomSourceWatchesUseHTTP1(t *testing.T) {
 		nextProtos []string
 		wantWatch  int
 	}{
-		{"default/watchlist", cache.WatchListAuto, nil, 1},
+		{"default/watchlist", cache.WatchListOn, nil, 1},
 		{"default/paginated", cache.WatchListOff, nil, 1},
+		// WatchListAuto lists custom resources in pages.
+		{"default/auto", cache.WatchListAuto, nil, 1},
 		{"h2 asked for/paginated", cache.WatchListOff, []string{"h2", "http/1.1"}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -177,10 +179,10 @@ func TestCustomSourceWatchesUseHTTP1(t *testing.T) {
 			if len(watches) != 1 || watches[tc.wantWatch] == 0 {
 				t.Errorf("watch responses by HTTP major version %v, want only %d", watches, tc.wantWatch)
 			}
-			if tc.mode == cache.WatchListOff && (others[2] < 2 || len(others) != 1) {
+			if tc.mode != cache.WatchListOn && (others[2] < 2 || len(others) != 1) {
 				t.Errorf("list responses by HTTP major version %v, want HTTP/2 only (2 pages at least)", others)
 			}
-			if tc.mode == cache.WatchListAuto && others[1] != 0 {
+			if tc.mode == cache.WatchListOn && others[1] != 0 {
 				t.Errorf("other responses by HTTP major version %v, want none over HTTP/1", others)
 			}
 		})

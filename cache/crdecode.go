@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -434,6 +435,24 @@ func (l *wireLW[T]) List(ctx context.Context, opts metav1.ListOptions) (runtime.
 		return l.dec.decodeListCBOR(body)
 	}
 	return l.dec.decodeList(body)
+}
+
+func (l *wireLW[T]) canListPages() bool { return true }
+
+// listPages is List page by page, each page requested as soon as the
+// previous one was read (before it is decoded; see listPagesWith).
+func (l *wireLW[T]) listPages(ctx context.Context, opts metav1.ListOptions, each func(runtime.Object) error) error {
+	fetch := func(ctx context.Context, opts metav1.ListOptions) (io.ReadCloser, error) {
+		return l.request(l.c, &opts).Stream(ctx)
+	}
+	decode := func(data []byte) (runtime.Object, error) {
+		if isCBOR("", data) {
+			l.cbor.Store(true)
+			return l.dec.decodeListCBOR(data)
+		}
+		return l.dec.decodeList(data)
+	}
+	return listPagesWith(ctx, opts, l.resource, fetch, decode, each)
 }
 
 func (l *wireLW[T]) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {

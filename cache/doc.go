@@ -37,7 +37,9 @@
 //   - Reflector behind ListerWatcher (the only I/O): streaming watch-list
 //     (sendInitialEvents, ended by the k8s.io/initial-events-end bookmark),
 //     falling back to paginated lists (PageSize, default 500) when the
-//     server rejects it; watches from the list's resourceVersion with
+//     server rejects it; custom sources list in pages until the server
+//     answers in CBOR (WatchListAuto: a JSON watch-list costs the server
+//     twice a paginated list; WatchListOn streams always); watches from the list's resourceVersion with
 //     bookmarks; resumes from the last resourceVersion seen after a
 //     disconnect; relists on 410 Gone, Expired or "too large resource
 //     version"; server-side watch timeouts with jitter; exponential backoff

@@ -66,13 +66,33 @@ func (l *restLW) listPages(ctx context.Context, opts metav1.ListOptions, each fu
 	if l.lean != nil && isLean(ctx) {
 		c, dec = l.lean, l.pages.lean
 	}
+	fetch := func(ctx context.Context, opts metav1.ListOptions) (io.ReadCloser, error) {
+		return c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
+			VersionedParams(&opts, metav1.ParameterCodec).Stream(ctx)
+	}
+	decode := func(data []byte) (runtime.Object, error) {
+		d := dec
+		if !bytes.HasPrefix(data, protobufMagic) {
+			d = l.pages.json
+		}
+		return runtime.Decode(d, data)
+	}
+	return listPagesWith(ctx, opts, l.resource, fetch, decode, each)
+}
+
+// listPagesWith runs a paginated list: fetch requests a page, decode
+// decodes one read in full, each gets every decoded page. Page k+1 is
+// requested as soon as page k's continue token is known (see readPage),
+// so the server produces it while page k is read and decoded.
+func listPagesWith(ctx context.Context, opts metav1.ListOptions, resource string,
+	fetch func(context.Context, metav1.ListOptions) (io.ReadCloser, error),
+	decode func([]byte) (runtime.Object, error), each func(runtime.Object) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	start := func(opts metav1.ListOptions) chan pageResp {
 		ch := make(chan pageResp, 1)
 		wg.Go(func() {
-			body, err := c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
-				VersionedParams(&opts, metav1.ParameterCodec).Stream(ctx)
+			body, err := fetch(ctx, opts)
 			ch <- pageResp{body, err}
 		})
 		return ch
@@ -100,25 +120,21 @@ func (l *restLW) listPages(ctx context.Context, opts metav1.ListOptions, each fu
 		})
 		r.body.Close()
 		if err != nil {
-			return fmt.Errorf("read page %d of %s: %w", page, l.resource, err)
+			return fmt.Errorf("read page %d of %s: %w", page, resource, err)
 		}
-		d := dec
-		if !bytes.HasPrefix(data, protobufMagic) {
-			d = l.pages.json
-		}
-		obj, err := runtime.Decode(d, data)
+		obj, err := decode(data)
 		if err != nil {
-			return fmt.Errorf("decode page %d of %s (%d bytes): %w", page, l.resource, len(data), err)
+			return fmt.Errorf("decode page %d of %s (%d bytes): %w", page, resource, len(data), err)
 		}
 		// The decoded page's own continue token is the one that counts:
 		// a token missed by the early read must not end the list short.
 		lm, err := meta.ListAccessor(obj)
 		if err != nil {
-			return fmt.Errorf("page %d of %s: unexpected list type %T: %w", page, l.resource, obj, err)
+			return fmt.Errorf("page %d of %s: unexpected list type %T: %w", page, resource, obj, err)
 		}
 		if lm.GetContinue() != token {
 			if requested {
-				return fmt.Errorf("page %d of %s: continue token %.20q read early differs from the decoded page's %.20q", page, l.resource, token, lm.GetContinue())
+				return fmt.Errorf("page %d of %s: continue token %.20q read early differs from the decoded page's %.20q", page, resource, token, lm.GetContinue())
 			}
 			token = lm.GetContinue()
 			opts.Continue = token
@@ -171,11 +187,18 @@ func readPage(body io.Reader, early func(string)) ([]byte, string, error) {
 
 // jsonListMeta reads only the metadata of a JSON list.
 func jsonListMeta(data []byte) (metav1.ListMeta, error) {
-	var l struct {
-		Metadata metav1.ListMeta `json:"metadata"`
+	var lm metav1.ListMeta
+	start := skipSpace(data, 0)
+	for m, err := range objectMembers(data, start, 1) {
+		if err != nil {
+			return lm, err
+		}
+		if m.start >= 0 && string(m.key) == "metadata" {
+			err := json.Unmarshal(data[m.vStart:m.vEnd], &lm)
+			return lm, err
+		}
 	}
-	err := json.Unmarshal(data, &l)
-	return l.Metadata, err
+	return lm, nil
 }
 
 // protoListContinue reads the continue token from the start of an

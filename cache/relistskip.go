@@ -93,19 +93,8 @@ type EventRelay interface {
 // unread: lw is a REST source, the informer's own lean wrapper of one, or
 // a chain of EventRelays ending in one.
 func relaysEvents(lw ListerWatcher) bool {
-	for range 64 { // a chain longer than this is not worth following
-		switch l := lw.(type) {
-		case *restLW:
-			return true
-		case leanLW:
-			lw = l.ListerWatcher
-		case EventRelay:
-			lw = l.RelayedFrom()
-		default:
-			return false
-		}
-	}
-	return false
+	_, ok := relayedFrom(lw, func(lw ListerWatcher) bool { _, ok := lw.(*restLW); return ok })
+	return ok
 }
 
 // pagePreferrer is a ListerWatcher whose initial lists are cheaper as
@@ -117,9 +106,17 @@ type pagePreferrer interface {
 // prefersPages reports whether lw, or what it relays (the informer's lean
 // wrapper, a chain of EventRelays), prefers paginated lists.
 func prefersPages(lw ListerWatcher) bool {
+	src, ok := relayedFrom(lw, func(lw ListerWatcher) bool { _, ok := lw.(pagePreferrer); return ok })
+	return ok && src.(pagePreferrer).prefersPages()
+}
+
+// relayedFrom follows lw through the informer's lean wrapper and
+// EventRelays to the first ListerWatcher that is; ok is false if the
+// chain ends (or runs past 64 links, not worth following) first.
+func relayedFrom(lw ListerWatcher, is func(ListerWatcher) bool) (ListerWatcher, bool) {
 	for range 64 {
-		if p, ok := lw.(pagePreferrer); ok {
-			return p.prefersPages()
+		if is(lw) {
+			return lw, true
 		}
 		switch l := lw.(type) {
 		case leanLW:
@@ -127,10 +124,10 @@ func prefersPages(lw ListerWatcher) bool {
 		case EventRelay:
 			lw = l.RelayedFrom()
 		default:
-			return false
+			return nil, false
 		}
 	}
-	return false
+	return nil, false
 }
 
 // relistFilterKey carries a watch-list's relistFilter to the watch request.

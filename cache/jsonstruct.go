@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"encoding/json"
 	"reflect"
 	"strconv"
@@ -136,10 +135,7 @@ func (p *jsonPlan) decodeNumber(b []byte, i int, ptr unsafe.Pointer) (int, bool)
 	}
 	lit := b[i:end]
 	switch p.kind {
-	case jsonInt:
-		if bytes.ContainsAny(lit, ".eE") {
-			return i, false
-		}
+	case jsonInt: // ParseInt/ParseUint refuse fractions and exponents, as kjson does for integers
 		n, err := strconv.ParseInt(string(lit), 10, 64)
 		if err != nil || n<<(64-p.bits)>>(64-p.bits) != n {
 			return i, false
@@ -154,10 +150,7 @@ func (p *jsonPlan) decodeNumber(b []byte, i int, ptr unsafe.Pointer) (int, bool)
 		default:
 			*(*int64)(ptr) = n
 		}
-	case jsonUint:
-		if bytes.ContainsAny(lit, ".eE") {
-			return i, false
-		}
+	case jsonUint: // ParseInt/ParseUint refuse fractions and exponents, as kjson does for integers
 		n, err := strconv.ParseUint(string(lit), 10, 64)
 		if err != nil || n<<(64-p.bits)>>(64-p.bits) != n {
 			return i, false

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // Interning: a decoder allocates every string of every object anew, yet most
@@ -42,13 +43,17 @@ const (
 type interner struct {
 	mu    sync.Mutex
 	m     map[string]string
-	maps  map[uint64][]any // content hash → maps with that hash
+	maps  map[uint64][]any // content hash → maps (and unstructured slices) with that hash
 	nmaps int
+	boxes map[string]any // unstructured string values, boxed once (see internu.go)
+	// seen holds the content hashes of unstructured subtrees seen once
+	// and not kept (see shareTree), direct-mapped: a slot holds the last.
+	seen *[4096]uint64
 	seed  maphash.Seed
 }
 
 func newInterner() *interner {
-	return &interner{m: make(map[string]string, 256), maps: make(map[uint64][]any, 64), seed: maphash.MakeSeed()}
+	return &interner{m: make(map[string]string, 256), maps: make(map[uint64][]any, 64), boxes: make(map[string]any, 64), seen: new([4096]uint64), seed: maphash.MakeSeed()}
 }
 
 // s returns the shared copy of v. Called with mu held.
@@ -66,10 +71,11 @@ func (in *interner) s(v string) string {
 
 // makeRoom starts the tables afresh when they are full.
 func (in *interner) makeRoom() {
-	if len(in.m)+in.nmaps >= internMaxEntries {
+	if len(in.m)+in.nmaps+len(in.boxes) >= internMaxEntries {
 		in.m = make(map[string]string, 256)
 		in.maps = make(map[uint64][]any, 64)
 		in.nmaps = 0
+		in.boxes = make(map[string]any, 64)
 	}
 }
 
@@ -81,8 +87,7 @@ func shareMap[K ~string, V comparable](in *interner, m map[K]V, internValue func
 		return m
 	}
 	if len(m) > internMaxMapLen {
-		internEntries(in, m, internValue)
-		return m
+		return internEntries(in, m, internValue)
 	}
 	var h uint64
 	for k, v := range m {
@@ -94,21 +99,40 @@ func shareMap[K ~string, V comparable](in *interner, m map[K]V, internValue func
 			return cm
 		}
 	}
-	internEntries(in, m, internValue)
+	m = internEntries(in, m, internValue)
 	in.makeRoom()
 	in.maps[h] = append(in.maps[h], m)
 	in.nmaps++
 	return m
 }
 
-// internEntries interns m's keys (and values, with internValue) in place.
-// Assigning to an existing key replaces the map's copy of a string key, so
-// the decoded key becomes garbage too.
-func internEntries[K ~string, V any](in *interner, m map[K]V, internValue func(V) V) {
-	for k, v := range m {
-		m[internAs(in, k)] = internValue(v)
+// internEntries interns m's keys (and values, with internValue) and
+// returns the map: m, changed in place (assigning to an existing key
+// replaces the map's copy of a string key, so the decoded key becomes
+// garbage too), or for a map that fills its group (see groupFull) a new
+// one.
+func internEntries[K ~string, V any](in *interner, m map[K]V, internValue func(V) V) map[K]V {
+	out := m
+	if groupFull(len(m)) {
+		out = make(map[K]V, len(m))
 	}
+	for k, v := range m {
+		out[internAs(in, k)] = internValue(v)
+	}
+	return out
 }
+
+// groupSlots is how many entries a Go map keeps in its one group before it
+// becomes a table (abi.SwissMapGroupSlots).
+const groupSlots = 8
+
+// groupFull reports whether a map of n entries fills its single group. Any
+// assignment to such a map, even to a key it already has, first grows it
+// into a table of twice the size (the runtime checks for room before it
+// looks for the key; TestGroupFullWriteGrows shows it): 336 bytes become
+// 664. Interning therefore copies such a map into a new one instead of
+// writing to it.
+func groupFull(n int) bool { return n == groupSlots }
 
 // internMaxMapLen: larger maps are rarely equal across objects.
 const internMaxMapLen = 32
@@ -132,7 +156,8 @@ func (in *interner) slice(vs []string) {
 }
 
 // object interns the strings of obj that repeat across objects: all of a
-// Pod's, and the ObjectMeta of any other type that embeds one. With
+// Pod's, the ObjectMeta of any other type that embeds one, and the whole
+// of an unstructured object, equal subtrees included (see internu.go). With
 // sharedSpec, obj's Spec is shared with a cached object (see specReuse):
 // it was interned then, and is read-only now.
 func (in *interner) object(obj any, sharedSpec bool) {
@@ -144,6 +169,10 @@ func (in *interner) object(obj any, sharedSpec bool) {
 			in.podSpec(&o.Spec)
 		}
 		in.podStatus(&o.Status)
+		in.mu.Unlock()
+	case *unstructured.Unstructured:
+		in.mu.Lock()
+		o.Object = in.unstructured(o.Object)
 		in.mu.Unlock()
 	case metav1.ObjectMetaAccessor:
 		if m, ok := o.GetObjectMeta().(*metav1.ObjectMeta); ok && m != nil {

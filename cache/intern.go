@@ -49,7 +49,7 @@ type interner struct {
 	// seen holds the content hashes of unstructured subtrees seen once
 	// and not kept (see shareTree), direct-mapped: a slot holds the last.
 	seen *[4096]uint64
-	seed  maphash.Seed
+	seed maphash.Seed
 }
 
 func newInterner() *interner {

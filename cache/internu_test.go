@@ -178,7 +178,7 @@ func TestInternKeepsFullGroupsSmall(t *testing.T) {
 		return m
 	}
 	for _, tc := range []struct {
-		name           string
+		name          string
 		plain, intern func(i int) any
 	}{
 		{"labels", func(i int) any { return labels(i) }, func(i int) any {

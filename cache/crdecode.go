@@ -198,6 +198,12 @@ func (d wireDecoder[T]) decodeWith(f *wireFormat, obj []byte) (T, *undecoded) {
 		// they are (it accepts what it accepts, and its error is the
 		// familiar one).
 		b = obj
+	} else if f == &jsonWire && d.unstructured {
+		// One pass into maps (see jsonany.go); kjson below when it
+		// cannot be sure to match it.
+		if m, ok := decodeJSONAny(b); ok {
+			return any(&unstructured.Unstructured{Object: m}).(T), nil
+		}
 	}
 	t, err := d.unmarshal(f, b)
 	if err != nil {

@@ -21,8 +21,9 @@
 //   - Decode only what is kept: with the default transform, TypedSource cuts
 //     managedFields and the last-applied annotation out of the protobuf
 //     bytes before decoding (Options.FullDecode turns it off). After the
-//     transform, strings and small maps that repeat across objects are
-//     shared through a bounded per-informer interner (Options.NoIntern).
+//     transform, strings and small maps that repeat across objects (for
+//     unstructured objects, any equal subtree) are shared through a
+//     bounded per-informer interner (Options.NoIntern).
 //     LeanSerializer and LeanRESTSource give other REST clients (the client
 //     package's) the same cut. Pods read from a watch stream share the
 //     parts their template repeats (resources, probes, ports, env, mounts,

@@ -78,8 +78,9 @@ type Options[T Object] struct {
 	// (namespaces, label and annotation keys and short values, owner
 	// references, and for pods images, container, volume and env names,
 	// enum values, …) share one copy per informer, and so do equal label,
-	// annotation and node-selector maps and resource lists, which makes
-	// each cached object smaller. Cached objects are read-only: with
+	// annotation and node-selector maps and resource lists, and for
+	// *unstructured.Unstructured every equal map and slice below the
+	// metadata (see internu.go), which makes each cached object smaller. Cached objects are read-only: with
 	// shared maps, writing into one would change others too.
 	NoIntern bool
 

@@ -192,18 +192,20 @@ func (d wireDecoder[T]) decodeWith(f *wireFormat, obj []byte) (T, *undecoded) {
 			return v.Interface().(T), nil
 		}
 	}
+	if f == &jsonWire && d.unstructured {
+		// One pass into maps that skips what stripping would cut (see
+		// jsonany.go); as above, the usual path when it cannot be sure
+		// to match it.
+		if m, ok := decodeJSONObjectStripped(obj); ok {
+			return any(&unstructured.Unstructured{Object: m}).(T), nil
+		}
+	}
 	b, err := f.strip(obj)
 	if err != nil {
 		// Not one object: let the decoder have its say on the bytes as
 		// they are (it accepts what it accepts, and its error is the
 		// familiar one).
 		b = obj
-	} else if f == &jsonWire && d.unstructured {
-		// One pass into maps (see jsonany.go); kjson below when it
-		// cannot be sure to match it.
-		if m, ok := decodeJSONAny(b); ok {
-			return any(&unstructured.Unstructured{Object: m}).(T), nil
-		}
 	}
 	t, err := d.unmarshal(f, b)
 	if err != nil {

@@ -21,18 +21,38 @@ import (
 
 // decodeJSONAny decodes b, one JSON object with only white space around
 // it, into a new map. It does not change b.
-func decodeJSONAny(b []byte) (map[string]any, bool) {
+func decodeJSONAny(b []byte) (map[string]any, bool) { return decodeJSONAnyStrip(b, anyPlain) }
+
+// decodeJSONObjectStripped is decodeJSONAny of what stripJSONObject would
+// leave of b: it skips metadata.managedFields and the last-applied
+// annotation while decoding (and leaves annotations out if nothing else
+// was in them), so they are never allocated and the object is read once.
+// It does not change b.
+func decodeJSONObjectStripped(b []byte) (map[string]any, bool) { return decodeJSONAnyStrip(b, anyRoot) }
+
+func decodeJSONAnyStrip(b []byte, mode stripMode) (map[string]any, bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, false
 	}
-	m, end, ok := anyObject(b, i, 0)
+	m, end, ok := anyObject(b, i, 0, mode)
 	return m, ok && skipSpace(b, end) == len(b)
 }
 
+// stripMode says what an object being decoded is to stripJSONObject.
+type stripMode uint8
+
+const (
+	anyPlain        stripMode = iota
+	anyRoot                  // the object: its metadata is stripped
+	anyMeta                  // its metadata: no managedFields
+	anyAnnotations           // metadata.annotations: no last-applied string
+)
+
 // anyObject decodes the object at b[i] inside depth containers, returning
-// the offset past it.
-func anyObject(b []byte, i, depth int) (map[string]any, int, bool) {
+// the offset past it. In mode anyAnnotations it returns a nil map (and
+// true) for annotations that held nothing but the last-applied one.
+func anyObject(b []byte, i, depth int, mode stripMode) (map[string]any, int, bool) {
 	i, empty, ok := openContainer(b, i, depth, '}')
 	if !ok {
 		return nil, i, false
@@ -42,21 +62,46 @@ func anyObject(b []byte, i, depth int) (map[string]any, int, bool) {
 		return m, i, true
 	}
 	depth++
+	dropped := false
 	for {
 		key, vs, ok := objectKey(b, i)
 		if !ok || vs >= len(b) {
 			return nil, vs, false
 		}
-		v, end, ok := anyValue(b, vs, depth)
+		var v any
+		var end int
+		var err error
+		set := true
+		switch {
+		case mode == anyPlain:
+			v, end, ok = anyValue(b, vs, depth)
+		case mode == anyMeta && string(key) == "managedFields":
+			end, err = skipValueDepth(b, vs, depth)
+			ok, set = err == nil, false
+		case mode == anyAnnotations && b[vs] == '"' && string(key) == LastAppliedAnnotation:
+			end, err = skipString(b, vs)
+			ok, set, dropped = err == nil, false, true
+		case b[vs] == '{' && (mode == anyRoot && string(key) == "metadata" || mode == anyMeta && string(key) == "annotations"):
+			var cm map[string]any
+			cm, end, ok = anyObject(b, vs, depth, mode+1)
+			v, set = cm, cm != nil
+		default:
+			v, end, ok = anyValue(b, vs, depth)
+		}
 		if !ok {
 			return nil, end, false
 		}
-		n := len(m)
-		if m[string(key)] = v; len(m) == n {
-			return nil, end, false // named twice
+		if set {
+			n := len(m)
+			if m[string(key)] = v; len(m) == n {
+				return nil, end, false // named twice
+			}
 		}
 		next, more, ok := nextMember(b, end, '}')
 		if !ok || !more {
+			if dropped && len(m) == 0 {
+				m = nil
+			}
 			return m, next, ok
 		}
 		i = next
@@ -98,7 +143,7 @@ func anyValue(b []byte, i, depth int) (any, int, bool) {
 	end := i
 	switch c := b[i]; {
 	case c == '{':
-		m, end, ok := anyObject(b, i, depth)
+		m, end, ok := anyObject(b, i, depth, anyPlain)
 		return m, end, ok
 	case c == '[':
 		s, end, ok := anyArray(b, i, depth)

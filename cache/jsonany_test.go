@@ -34,6 +34,55 @@ func checkJSONAny(t *testing.T, b []byte) bool {
 	return true
 }
 
+// checkJSONAnyStripped fails t if decodeJSONObjectStripped accepts b and
+// decodes it other than kjson decodes what stripJSONObject leaves of it.
+func checkJSONAnyStripped(t *testing.T, b []byte) bool {
+	t.Helper()
+	got, ok := decodeJSONObjectStripped(b)
+	if !ok {
+		return false
+	}
+	stripped, err := stripJSONObject(append([]byte(nil), b...))
+	if err != nil {
+		t.Fatalf("%q: the fast path decoded %s, stripping refuses: %v", b, jsonOf(t, got), err)
+	}
+	want, err := kjsonAny(stripped)
+	if err != nil {
+		t.Fatalf("%q: the fast path decoded %s, kjson refuses the stripped %q: %v", b, jsonOf(t, got), stripped, err)
+	}
+	if !reflect.DeepEqual(got, want) || jsonOf(t, got) != jsonOf(t, want) {
+		t.Fatalf("%q: fast path %s, strip+kjson %s", b, jsonOf(t, got), jsonOf(t, want))
+	}
+	return true
+}
+
+func TestJSONAnyStripsAsStripJSONObject(t *testing.T) {
+	la := LastAppliedAnnotation
+	for _, in := range []string{
+		`{"metadata":{"name":"a","managedFields":[{"manager":"m"}],"annotations":{"` + la + `":"{\"x\":1}"}}}`,
+		`{"metadata":{"name":"a","managedFields":null,"annotations":{"` + la + `":"x","keep":"y"}}}`,
+		`{"metadata":{"annotations":{"` + la + `":1}}}`,
+		`{"metadata":{"annotations":{}}}`,
+		`{"metadata":{"annotations":null,"managedFields":7}}`,
+		`{"metadata":"not an object","spec":{"metadata":{"managedFields":[]}}}`,
+		`{"spec":{"annotations":{"` + la + `":"x"}},"metadata":{"labels":{"managedFields":"x"}}}`,
+		string(fooJSON(3)),
+	} {
+		if !checkJSONAnyStripped(t, []byte(in)) {
+			t.Errorf("%.80q: the fast path refused it", in)
+		}
+	}
+	for _, in := range []string{
+		`{"metadata":{"managedFields":[}}`,                 // invalid where it is skipped
+		`{"metadata":{"annotations":{"` + la + `":"\q"}}}`, // invalid escape in the skipped string
+		`{"metadata":{"name":"a","name":"b"}}`,
+	} {
+		if checkJSONAnyStripped(t, []byte(in)) {
+			t.Errorf("%q: the fast path took it", in)
+		}
+	}
+}
+
 func TestJSONAnyMatchesKJSON(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -73,7 +122,12 @@ func FuzzJSONAny(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { checkJSONAny(t, b) })
+	f.Add(fooJSON(1))
+	f.Add([]byte(`{"metadata":{"managedFields":[],"annotations":{"` + LastAppliedAnnotation + `":"x"}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkJSONAny(t, b)
+		checkJSONAnyStripped(t, b)
+	})
 }
 
 // BenchmarkJSONAnyDecode: a Foo as I5 serves it into unstructured, by
@@ -116,6 +170,17 @@ func BenchmarkJSONAnyDecode(b *testing.B) {
 	})
 	d := newWireDecoder[*unstructured.Unstructured]("foos")
 	buf := make([][]byte, n)
+	b.Run("decoder=wire", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		for b.Loop() {
+			for i, o := range raw {
+				buf[i] = append(buf[i][:0], o...)
+				if _, bad := d.decode(buf[i]); bad != nil {
+					b.Fatal(bad.err)
+				}
+			}
+		}
+	})
 	b.Run("decoder=wire+intern", func(b *testing.B) {
 		b.SetBytes(int64(size))
 		in := newInterner()

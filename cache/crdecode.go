@@ -25,8 +25,9 @@ import (
 // runtime.Object (typically a CRD type embedding metav1.TypeMeta and
 // metav1.ObjectMeta; CustomSource panics for any other T), or
 // *unstructured.Unstructured. metadata.managedFields and the
-// kubectl.kubernetes.io/last-applied-configuration annotation are cut from
-// the bytes before decoding, so they are never allocated (DefaultTransform
+// kubectl.kubernetes.io/last-applied-configuration annotation are skipped
+// while decoding (or cut from the bytes before it), so they are never
+// allocated (DefaultTransform
 // would drop them anyway; with a Transform of your own they are absent
 // too).
 //
@@ -174,13 +175,15 @@ var jsonWire = wireFormat{
 	unmarshalHead: kjson.UnmarshalCaseSensitivePreserveInts,
 }
 
-// decode strips obj, a JSON object, in place and decodes it into a new T.
-// A failure is an *undecoded naming the object, with the error.
+// decode decodes obj, a JSON object, into a new T without what stripping
+// cuts (see decodeWith). A failure is an *undecoded naming the object,
+// with the error.
 func (d wireDecoder[T]) decode(obj []byte) (T, *undecoded) { return d.decodeWith(&jsonWire, obj) }
 
-// decodeWith strips obj (encoded as f reads it) in place and decodes it
-// into a new T. A failure is an *undecoded naming the object, with the
-// error.
+// decodeWith decodes obj (encoded as f reads it) into a new T without the
+// fields f.strip cuts: JSON's fast paths skip them as they read, and
+// otherwise obj is stripped in place first. A failure is an *undecoded
+// naming the object, with the error.
 func (d wireDecoder[T]) decodeWith(f *wireFormat, obj []byte) (T, *undecoded) {
 	var zero T
 	if f == &jsonWire && d.fast != nil {

@@ -41,19 +41,19 @@ const (
 // specReuse) shares a cached object's whole spec with its next version
 // under the same rule.
 type interner struct {
-	mu    sync.Mutex
-	m     map[string]string
-	maps  map[uint64][]any // content hash → maps (and unstructured slices) with that hash
-	nmaps int
-	boxes map[string]any // unstructured string values, boxed once (see internu.go)
-	// seen holds the content hashes of unstructured subtrees seen once
-	// and not kept (see shareTree), direct-mapped: a slot holds the last.
-	seen *[4096]uint64
-	seed maphash.Seed
+	mu        sync.Mutex
+	m         map[string]string
+	maps      map[uint64][]any // content hash → maps (and unstructured slices) with that hash
+	nmaps     int
+	boxes     map[string]any // unstructured string values, boxed once (see internu.go)
+	seenStrs  *seenStrings   // unstructured objects only (see internu.go)
+	seenTrees *seenTrees
+	treeBytes int // size of the unstructured subtrees in maps (see shareTree)
+	seed      maphash.Seed
 }
 
 func newInterner() *interner {
-	return &interner{m: make(map[string]string, 256), maps: make(map[uint64][]any, 64), boxes: make(map[string]any, 64), seen: new([4096]uint64), seed: maphash.MakeSeed()}
+	return &interner{m: make(map[string]string, 256), maps: make(map[uint64][]any, 64), boxes: make(map[string]any, 64), seed: maphash.MakeSeed()}
 }
 
 // s returns the shared copy of v. Called with mu held.
@@ -72,11 +72,17 @@ func (in *interner) s(v string) string {
 // makeRoom starts the tables afresh when they are full.
 func (in *interner) makeRoom() {
 	if len(in.m)+in.nmaps+len(in.boxes) >= internMaxEntries {
-		in.m = make(map[string]string, 256)
-		in.maps = make(map[uint64][]any, 64)
-		in.nmaps = 0
-		in.boxes = make(map[string]any, 64)
+		in.clear()
 	}
+}
+
+// clear starts the tables afresh (objects keep what they hold).
+func (in *interner) clear() {
+	in.m = make(map[string]string, 256)
+	in.maps = make(map[uint64][]any, 64)
+	in.nmaps = 0
+	in.boxes = make(map[string]any, 64)
+	in.treeBytes = 0
 }
 
 // shareMap returns a map equal to m that an earlier object holds, or m

@@ -3,8 +3,10 @@ package cache
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -15,12 +17,13 @@ import (
 // unstructuredFoo is custom resource i as the API server serves it:
 // labels and annotations repeat across objects (one set per app), name,
 // UID and resourceVersion are unique, and so is the spec (its message
-// names the object). Its metadata has eight members, a full map group.
+// names the object). Its metadata has eight members, a full map group
+// (see groupFull).
 func unstructuredFoo(t testing.TB, i int) *unstructured.Unstructured {
 	t.Helper()
 	app := fmt.Sprintf("svc-%d", i%3)
 	b := fmt.Appendf(nil, `{"apiVersion":"demo.skiff.dev/v1","kind":"Foo",
-		"metadata":{"name":"%[1]s-foo-%[2]d","namespace":"bench","uid":"uid-%[2]d","resourceVersion":"%[3]d","generation":1,
+		"metadata":{"name":"%[1]s-foo-%[2]d","namespace":"bench","uid":"uid-%[2]d","resourceVersion":"%[3]d",
 			"creationTimestamp":"2026-11-26T10:00:00Z",
 			"labels":{"app":"%[1]s","team":"t1","tier":"web"},
 			"annotations":{"owner":"%[1]s@example.com"},
@@ -49,6 +52,9 @@ func TestInternUnstructuredKeepsObjectsEqual(t *testing.T) {
 	in := newInterner()
 	for i := range 20 {
 		u := unstructuredFoo(t, i)
+		if n := len(u.Object["metadata"].(map[string]any)); n != groupSlots {
+			t.Fatalf("the fixture's metadata has %d members, want %d (a full group)", n, groupSlots)
+		}
 		want := u.DeepCopy()
 		in.object(u, false)
 		if !reflect.DeepEqual(u.Object, want.Object) || jsonOf(t, u.Object) != jsonOf(t, want.Object) {
@@ -136,6 +142,62 @@ func TestInternUnstructuredKeepsTypesApart(t *testing.T) {
 			_ = kjson.UnmarshalCaseSensitivePreserveInts([]byte(want), &w)
 			if got := jsonOf(t, objs[k].Object); got != jsonOf(t, w) || !reflect.DeepEqual(objs[k].Object, w) {
 				t.Errorf("%s after interning %s: got %s", want, tc[0], got)
+			}
+		}
+	}
+}
+
+// TestInternUnstructuredKeepsNilApart: a Transform may leave typed nil
+// maps and slices (unstructured.SetNestedSlice(obj, nil, ...) does); they
+// must not be shared with empty ones, nor empty ones with them.
+func TestInternUnstructuredKeepsNilApart(t *testing.T) {
+	for _, order := range [][2]any{
+		{[]any(nil), []any{}}, {[]any{}, []any(nil)},
+		{map[string]any(nil), map[string]any{}}, {map[string]any{}, map[string]any(nil)},
+	} {
+		in := newInterner()
+		var objs []*unstructured.Unstructured
+		for k := range 6 {
+			u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"x": order[k%2]}}}
+			in.object(u, false)
+			objs = append(objs, u)
+		}
+		for k, u := range objs {
+			got := u.Object["spec"].(map[string]any)["x"]
+			if reflect.ValueOf(got).IsNil() != reflect.ValueOf(order[k%2]).IsNil() {
+				t.Errorf("object %d: %#v became %#v", k, order[k%2], got)
+			}
+		}
+	}
+}
+
+// TestInternUnstructuredBudget: kept subtrees are bounded in bytes, and a
+// subtree over treeMaxSize is not kept (its parts are).
+func TestInternUnstructuredBudget(t *testing.T) {
+	in := newInterner()
+	filler := strings.Repeat("x", 100)
+	for i := range 40000 {
+		// Each spec is seen twice in a row, so the doorkeeper lets it in.
+		m := map[string]any{"spec": map[string]any{"i": int64(i / 2), "a": filler, "b": filler + "b", "c": filler + "c"}}
+		in.object(&unstructured.Unstructured{Object: m}, false)
+		if in.treeBytes > treeBudget {
+			t.Fatalf("after %d objects the kept subtrees take %d bytes, over the %d budget", i, in.treeBytes, treeBudget)
+		}
+	}
+	if in.nmaps == 0 || in.nmaps >= 20000 {
+		t.Errorf("%d subtrees kept of 20000 distinct ones seen twice: want some, and fewer than all (the budget)", in.nmaps)
+	}
+	big := map[string]any{}
+	for k := range 30 {
+		big[fmt.Sprint("k", k)] = strings.Repeat("y", 200)
+	}
+	for range 3 {
+		in.object(&unstructured.Unstructured{Object: map[string]any{"spec": maps.Clone(big)}}, false)
+	}
+	for _, c := range in.maps {
+		for _, v := range c {
+			if m, ok := v.(map[string]any); ok && len(m) == 30 {
+				t.Fatalf("a subtree of %d bytes was kept (limit %d)", 30*(32+16+200), treeMaxSize)
 			}
 		}
 	}

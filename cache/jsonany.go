@@ -43,7 +43,7 @@ func decodeJSONAnyStrip(b []byte, mode stripMode) (map[string]any, bool) {
 type stripMode uint8
 
 const (
-	anyPlain        stripMode = iota
+	anyPlain       stripMode = iota
 	anyRoot                  // the object: its metadata is stripped
 	anyMeta                  // its metadata: no managedFields
 	anyAnnotations           // metadata.annotations: no last-applied string

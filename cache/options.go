@@ -52,7 +52,10 @@ type Options[T Object] struct {
 	// from unchanged ones by resourceVersion, and a relist does not decode
 	// (nor transform) an object whose wire namespace, name and
 	// resourceVersion match a cached one, it keeps the cached object
-	// (protobuf watch-lists, see relistskip.go). Default DefaultTransform
+	// (protobuf watch-lists, see relistskip.go). Unless NoIntern, the
+	// interner then writes into the object's maps and slices, so the
+	// object must share none with another (nor with anything the
+	// Transform keeps). Default DefaultTransform
 	// (strips managedFields and the last-applied annotation). Use KeepAll
 	// to store objects untouched.
 	Transform func(T) T
@@ -79,8 +82,9 @@ type Options[T Object] struct {
 	// references, and for pods images, container, volume and env names,
 	// enum values, …) share one copy per informer, and so do equal label,
 	// annotation and node-selector maps and resource lists, and for
-	// *unstructured.Unstructured every equal map and slice below the
-	// metadata (see internu.go), which makes each cached object smaller. Cached objects are read-only: with
+	// *unstructured.Unstructured every equal map and slice inside the
+	// object but its root and metadata maps (see internu.go), which
+	// makes each cached object smaller. Cached objects are read-only: with
 	// shared maps, writing into one would change others too.
 	NoIntern bool
 

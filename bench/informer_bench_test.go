@@ -58,13 +58,24 @@ func BenchmarkInformerColdStart(b *testing.B) {
 // warmUp runs impl to sync once, untimed, so that no contender pays for
 // what its predecessor left behind (the first connection to the server, a
 // watch cache still catching up with the fixture's creates).
+// It returns once the informer's memory is released (see stopReleased).
 func warmUp(b *testing.B, f *informerFixture, impl informerImpl) {
 	b.Helper()
+	_, base := heapAfterGC()
 	r, err := startSynced(impl, informerSetup{cfg: f.cfg, ns: f.ns}, f.size.pods)
 	if err != nil {
 		b.Fatal(err)
 	}
-	r.stop()
+	_, li := heapAfterGC()
+	stopReleased(b, r, base, grown(base, li))
+}
+
+// grown is how much the live heap grew from base to now (0 if it shrank).
+func grown(base, now uint64) uint64 {
+	if now < base {
+		return 0
+	}
+	return now - base
 }
 
 // I2: one op = start an informer, wait for sync, and measure the heap it
@@ -88,7 +99,7 @@ func BenchmarkInformerMemory(b *testing.B) {
 			get99 += rc.get99
 			listMS += rc.listMS
 			runtime.KeepAlive(r.keep)
-			r.stop()
+			stopReleased(b, r, baseLive, grown(baseLive, li))
 		}
 		n := float64(b.N * f.size.pods)
 		b.ReportMetric(inuse/n, "heap-B/obj")

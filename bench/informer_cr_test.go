@@ -307,10 +307,12 @@ func BenchmarkInformerCustomResources(b *testing.B) {
 func benchCRImpl(b *testing.B, impl crImpl, f *crFixture) {
 	{
 		b.Run("impl="+impl.name, func(b *testing.B) {
+			_, base := heapAfterGC()
 			if r, err := startCRSynced(impl, f); err != nil { // untimed warm-up
 				b.Fatal(err)
 			} else {
-				r.stop()
+				_, li := heapAfterGC()
+				stopReleased(b, r, base, grown(base, li))
 			}
 			var syncS, cpuS, serverS, live float64
 			for range b.N {
@@ -327,7 +329,7 @@ func benchCRImpl(b *testing.B, impl crImpl, f *crFixture) {
 				_, li := heapAfterGC()
 				live += float64(li) - float64(base)
 				runtime.KeepAlive(r.keep)
-				r.stop()
+				stopReleased(b, r, base, grown(base, li))
 			}
 			b.ReportMetric(syncS/float64(b.N), "sync-s")
 			b.ReportMetric(cpuS/float64(b.N), "cpu-s")

@@ -175,6 +175,21 @@ func BenchmarkJSONAnyDecode(b *testing.B) {
 	})
 	d := newWireDecoder[*unstructured.Unstructured]("foos")
 	buf := make([][]byte, n)
+	b.Run("decoder=strip+kjson", func(b *testing.B) { // the wire decoder's path before jsonany.go
+		b.SetBytes(int64(size))
+		for b.Loop() {
+			for i, o := range raw {
+				buf[i] = append(buf[i][:0], o...)
+				s, err := stripJSONObject(buf[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := kjsonAny(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 	b.Run("decoder=wire", func(b *testing.B) {
 		b.SetBytes(int64(size))
 		for b.Loop() {

@@ -16,8 +16,8 @@ import (
 // the same bytes with kjson. It falls back on invalid JSON, a member name
 // with escapes or invalid UTF-8, a member named twice in one object (kjson
 // keeps the last), a number float64 cannot hold, and nesting deeper than
-// maxJSONDepth. Strings with escapes or invalid UTF-8 are decoded alone by
-// kjson.
+// maxJSONDepth. Strings with escapes or invalid UTF-8 are decoded by
+// unquoteJSON.
 
 // decodeJSONAny decodes b, one JSON object with only white space around
 // it, into a new map. It does not change b.
@@ -150,7 +150,7 @@ func anyValue(b []byte, i, depth int) (any, int, bool) {
 		return s, end, ok
 	case c == '"':
 		var s string
-		end, ok := decodeString(b, i, &s) // escapes: kjson, for this string alone
+		end, ok := decodeString(b, i, &s)
 		return s, end, ok
 	case c == 't':
 		end, err = skipLiteral(b, i, "true")

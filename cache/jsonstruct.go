@@ -26,8 +26,9 @@ import (
 // or invalid UTF-8; a member named twice in one object (kjson merges
 // duplicates); JSON null for a json.Unmarshaler that is not behind a
 // pointer; an UnmarshalJSON that fails; nesting deeper than maxJSONDepth;
-// and a top-level type whose plan is not a struct. Values it does not
-// decode itself (strings with escapes or invalid UTF-8, interface{}, []byte,
+// and a top-level type whose plan is not a struct. Strings with escapes or
+// invalid UTF-8 are decoded by unquoteJSON (jsonunquote.go), exactly as
+// kjson does. Values it does not decode itself (interface{}, []byte,
 // arrays, text-unmarshaled types, structs whose field naming is subtle) are
 // decoded alone by kjson into their zero field, which is exact; a failure
 // there falls back too.
@@ -196,11 +197,9 @@ func decodeString(b []byte, i int, s *string) (int, bool) {
 		*s = string(b[i+1 : end-1])
 		return end, true
 	}
-	end, err := skipString(b, i)
-	if err != nil {
-		return i, false
-	}
-	return end, kjson.UnmarshalCaseSensitivePreserveInts(b[i:end], s) == nil
+	v, end, ok := unquoteJSON(b, i)
+	*s = v
+	return end, ok
 }
 
 // objectKey reads the member name starting at b[i] and the colon after it,

@@ -33,6 +33,9 @@ type pageSource interface {
 type pageDecoders struct {
 	full, lean runtime.Decoder // protobuf (lean: managedFields and last-applied cut)
 	json       runtime.Decoder // a server that answers in JSON
+	// items, leanItems, if not nil, decode protobuf pages item by item
+	// (see pageItemDecoder) when the list is lean or a relist.
+	items, leanItems *protoWatchDecoder
 }
 
 // newPageDecoders returns the decoders of full's and lean's protobuf and
@@ -61,21 +64,37 @@ type pageResp struct {
 	err  error
 }
 
+// listPages decodes protobuf pages item by item (pageItemDecoder) when
+// the list is lean, so that specs are shared as in a watch-list, or fills
+// a session that can skip unchanged items (ctx's relistFilter); else, and
+// for JSON pages, with the client's serializer.
 func (l *restLW) listPages(ctx context.Context, opts metav1.ListOptions, each func(runtime.Object) error) error {
-	c, dec := l.c, l.pages.full
-	if l.lean != nil && isLean(ctx) {
-		c, dec = l.lean, l.pages.lean
+	c, dec, items := l.c, l.pages.full, l.pages.items
+	lean := l.lean != nil && isLean(ctx)
+	if lean {
+		c, dec, items = l.lean, l.pages.lean, l.pages.leanItems
+	}
+	var byItem *pageItemDecoder
+	if relist := relistFilterOf(ctx); items != nil && (lean || relist != nil) {
+		byItem = &pageItemDecoder{dec: items, relist: relist}
+		if r := specReuseOf(ctx); lean && r != nil && items.objType == r.typ {
+			byItem.reuse = r
+		}
 	}
 	fetch := func(ctx context.Context, opts metav1.ListOptions) (io.ReadCloser, error) {
 		return c.Get().NamespaceIfScoped(l.ns, l.ns != "").Resource(l.resource).
 			VersionedParams(&opts, metav1.ParameterCodec).Stream(ctx)
 	}
 	decode := func(data []byte) (runtime.Object, error) {
-		d := dec
 		if !bytes.HasPrefix(data, protobufMagic) {
-			d = l.pages.json
+			return runtime.Decode(l.pages.json, data)
 		}
-		return runtime.Decode(d, data)
+		if byItem != nil {
+			if page, ok, err := byItem.decode(data); ok {
+				return page, err
+			}
+		}
+		return runtime.Decode(dec, data)
 	}
 	return listPagesWith(ctx, opts, l.resource, fetch, decode, each)
 }
@@ -263,19 +282,17 @@ func (r *reflector[T]) listPrefetched(ctx context.Context, ps pageSource) error 
 	for restarted := false; ; restarted = true {
 		session := r.store.BeginReplace()
 		pages, rv := 0, ""
-		err := ps.listPages(ctx, opts, func(obj runtime.Object) error {
+		// The source may skip decoding what the store holds unchanged
+		// (relistskip.go); it is the reflector's own (pageSource), so its
+		// items reach this function unread.
+		err := ps.listPages(withRelistFilter(ctx, session), opts, func(obj runtime.Object) error {
 			lm, err := meta.ListAccessor(obj)
 			if err != nil {
 				return fmt.Errorf("unexpected list type %T: %w", obj, err)
 			}
 			pages++
 			rv = lm.GetResourceVersion()
-			return meta.EachListItemWithAlloc(obj, func(o runtime.Object) error {
-				if t, ok := r.decodeOrSkip(o); ok {
-					session.Put(t)
-				}
-				return nil
-			})
+			return r.putPage(obj, session)
 		})
 		if err != nil {
 			if isStale(err) && pages > 0 && !restarted {
@@ -286,4 +303,35 @@ func (r *reflector[T]) listPrefetched(ctx context.Context, ps pageSource) error 
 		r.finish(session, rv)
 		return nil
 	}
+}
+
+// putPage puts a list page's items into session. Items of an objectPage
+// are the decoded objects specReuse knows (it forgets them once the page
+// is stored) or unchangedObjects to keep.
+func (r *reflector[T]) putPage(obj runtime.Object, session *ReplaceSession[T]) error {
+	put := func(o runtime.Object) {
+		if t, ok := r.decodeOrSkip(o); ok && session.put(t) && r.reuse != nil {
+			r.reuse.stored(KeyOf(t), t)
+		}
+	}
+	page, ok := obj.(*objectPage)
+	if !ok {
+		return meta.EachListItemWithAlloc(obj, func(o runtime.Object) error {
+			put(o)
+			return nil
+		})
+	}
+	if r.reuse != nil {
+		defer r.reuse.batchDone()
+	}
+	for _, o := range page.Items {
+		if u, ok := o.(*unchangedObject); ok {
+			if err := r.keep(u, session); err != nil {
+				return err
+			}
+			continue
+		}
+		put(o)
+	}
+	return nil
 }

@@ -146,6 +146,46 @@ func (l *partitionLW) List(ctx context.Context, opts metav1.ListOptions) (runtim
 	return obj, nil
 }
 
+// canListPages and listPages run the wrapped source's prefetching
+// paginated list (listprefetch.go) with the partition's tweak and keep,
+// as List does page by page. The items reach keep decoded in full: the
+// relist skip is off, its stand-ins carry no labels to judge by.
+func (l *partitionLW) canListPages() bool {
+	ps, ok := l.lw.(pageSource)
+	return ok && ps.canListPages()
+}
+
+func (l *partitionLW) listPages(ctx context.Context, opts metav1.ListOptions, each func(runtime.Object) error) error {
+	if err := l.waitSet(ctx); err != nil {
+		return err
+	}
+	p := l.p
+	p.mu.Lock()
+	p.listGen = p.gen
+	gen, tweak, keep := p.gen, p.tweak, p.keep
+	p.mu.Unlock()
+	if tweak != nil {
+		tweak(&opts)
+	}
+	ctx = withRelistFilter(ctx, nil)
+	return l.lw.(pageSource).listPages(ctx, opts, func(obj runtime.Object) error {
+		if keep != nil {
+			if err := filterList(obj, keep); err != nil {
+				return fmt.Errorf("list %s: filter the partition: %w", l.resource, err)
+			}
+		}
+		if err := each(obj); err != nil {
+			return err
+		}
+		if lm, err := meta.ListAccessor(obj); err == nil && lm.GetContinue() == "" {
+			p.mu.Lock()
+			p.doneGen = gen
+			p.mu.Unlock()
+		}
+		return nil
+	})
+}
+
 func filterList(list runtime.Object, keep func(metav1.Object) bool) error {
 	items, err := meta.ExtractList(list)
 	if err != nil {

@@ -443,15 +443,16 @@ func (r *reflector[T]) applyBatch(events []watch.Event, session **ReplaceSession
 	return nil
 }
 
-// keep records in session an object the watch reader found unchanged and
-// did not decode (see relistskip.go). The reader only does that for the
-// session that is open while it streams the initial events, and the store
+// keep records in session an object the watch reader (or the page
+// decoder) found unchanged and did not decode (see relistskip.go). The
+// reader only does that for the session that is open while it streams the
+// initial events (or lists the pages), and the store
 // is not written until the session finishes, so the store still holds the
 // object; an error reports that this did not hold (the object is then
 // missing from the listing, so the listing must not be finished).
 func (r *reflector[T]) keep(u *unchangedObject, session *ReplaceSession[T]) error {
 	if session == nil || u.from != relistFilter(session) || !session.Keep(ObjectKey{Namespace: u.Namespace, Name: u.Name}, u.ResourceVersion) {
-		return fmt.Errorf("watch-list %s: %s/%s at resourceVersion %s was skipped as unchanged, but the store no longer holds it at that resourceVersion or the event came from another listing", r.resource, u.Namespace, u.Name, u.ResourceVersion)
+		return fmt.Errorf("relist %s: %s/%s at resourceVersion %s was skipped as unchanged, but the store no longer holds it at that resourceVersion or the event came from another listing", r.resource, u.Namespace, u.Name, u.ResourceVersion)
 	}
 	r.stats.kept.Add(1)
 	return nil

@@ -25,6 +25,9 @@ import (
 // decoding the object, and the reflector marks the key seen in the session
 // (ReplaceSession.Keep). Everything else is decoded as before.
 //
+// A paginated list into the session does the same with each item of its
+// protobuf pages (pageItemDecoder), unless a partition sits in between.
+//
 // This is exactly the object Put would have dropped: Put compares the
 // resourceVersion of the decoded object after Transform with the stored
 // one; Transform keeps namespace, name and resourceVersion (see

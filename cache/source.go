@@ -122,7 +122,9 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 		if lw.stream, err = newProtoStream[T](c, kinds); err != nil {
 			return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
 		}
-		lw.pages = newPageDecoders(c.NegotiatedSerializer, lc.NegotiatedSerializer)
+		if lw.pages = newPageDecoders(c.NegotiatedSerializer, lc.NegotiatedSerializer); lw.pages != nil {
+			lw.pages.items, lw.pages.leanItems = lw.stream.full, lw.stream.lean
+		}
 	}
 	return src, nil
 }

@@ -12,7 +12,7 @@ import (
 // status, not its spec (an annotation patch, a status heartbeat), yet
 // decoding a pod's spec is most of decoding the pod. For types whose spec
 // is protobuf field 2 of the object message (pods, deployments, …), the
-// protobuf watch reader hashes the spec's wire bytes of every object it
+// protobuf watch reader (and the page decoder, pagedecode.go) hashes the spec's wire bytes of every object it
 // decodes; the informer remembers, per key, the hash and the stored object
 // it came from. An update whose spec bytes hash the same as the stored
 // object's is decoded without its spec, and its Spec is set to a shallow

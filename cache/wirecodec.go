@@ -119,7 +119,8 @@ func withLean(ctx context.Context) context.Context { return context.WithValue(ct
 func isLean(ctx context.Context) bool { v, _ := ctx.Value(leanKey{}).(bool); return v }
 
 // leanLW marks every request it passes on for lean decoding, and its
-// watches with the informer's specReuse (if not nil). The marks travel in
+// watches and prefetched paginated lists with the informer's specReuse
+// (if not nil). The marks travel in
 // the context, so ListerWatcher wrappers in between keep them.
 type leanLW struct {
 	ListerWatcher
@@ -142,5 +143,5 @@ func (l leanLW) canListPages() bool {
 }
 
 func (l leanLW) listPages(ctx context.Context, opts metav1.ListOptions, each func(runtime.Object) error) error {
-	return l.ListerWatcher.(pageSource).listPages(withLean(ctx), opts, each)
+	return l.ListerWatcher.(pageSource).listPages(withSpecReuse(withLean(ctx), l.reuse), opts, each)
 }

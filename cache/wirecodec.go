@@ -119,8 +119,9 @@ func withLean(ctx context.Context) context.Context { return context.WithValue(ct
 func isLean(ctx context.Context) bool { v, _ := ctx.Value(leanKey{}).(bool); return v }
 
 // leanLW marks every request it passes on for lean decoding, and its
-// watches with the informer's specReuse (if not nil). The marks travel in
-// the context, so ListerWatcher wrappers in between keep them.
+// watches with the informer's specReuse (if not nil), lent for the Watch
+// call (see lent). The marks travel in the context, so ListerWatcher
+// wrappers in between keep them.
 type leanLW struct {
 	ListerWatcher
 	reuse *specReuse
@@ -131,7 +132,9 @@ func (l leanLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Obje
 }
 
 func (l leanLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return l.ListerWatcher.Watch(withSpecReuse(withLean(ctx), l.reuse), opts)
+	ctx, revoke := withSpecReuse(withLean(ctx), l.reuse)
+	defer revoke() // the stream took it if it uses it; the request's context must not keep it
+	return l.ListerWatcher.Watch(ctx, opts)
 }
 
 // canListPages and listPages pass the wrapped ListerWatcher's prefetching

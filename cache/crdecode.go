@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -93,10 +94,22 @@ func CustomSourceFor[T Object](cfg *rest.Config, gvr schema.GroupVersionResource
 //   - everything else as cfg has it: host, credentials, TLS, Wrap (so
 //     request metrics and tracing see the watches), Proxy, Timeout.
 //
+// The watches go through the stream client shared by every source built
+// from an equal cfg (see streamconn.go); WithWatchConfigAndClient names
+// the client.
+//
 // It fails when cfg is nil, when src's ListerWatcher is not a custom
 // source's, or when cfg yields no REST client; then it returns src
 // unchanged.
 func WithWatchConfig[T Object](src Source[T], cfg *rest.Config) (Source[T], error) {
+	return WithWatchConfigAndClient(src, cfg, nil)
+}
+
+// WithWatchConfigAndClient is WithWatchConfig whose watch requests go
+// through hc, a client from NewStreamClient for cfg's server and
+// credentials that the caller shares among its sources and owns; nil hc
+// is WithWatchConfig's shared client.
+func WithWatchConfigAndClient[T Object](src Source[T], cfg *rest.Config, hc *http.Client) (Source[T], error) {
 	if cfg == nil {
 		return src, errors.New("cache: WithWatchConfig: nil rest.Config")
 	}
@@ -104,9 +117,15 @@ func WithWatchConfig[T Object](src Source[T], cfg *rest.Config) (Source[T], erro
 	if !ok {
 		return src, fmt.Errorf("cache: WithWatchConfig needs a source from CustomSource, CustomSourceWith or CustomSourceFor, got a ListerWatcher %T", src.LW)
 	}
+	if hc == nil {
+		var err error
+		if hc, err = sharedStreamClient(cfg); err != nil {
+			return src, fmt.Errorf("cache: watch client for %s: %w", src.Resource, err)
+		}
+	}
 	wc := streamConfig(customConfig(cfg, lw.groupVersion()))
 	wc.RateLimiter, wc.QPS = nil, -1
-	c, err := rest.RESTClientFor(wc)
+	c, err := rest.RESTClientForConfigAndClient(wc, hc)
 	if err != nil {
 		return src, fmt.Errorf("cache: watch client for %s: %w", src.Resource, err)
 	}

@@ -2,6 +2,8 @@ package cache
 
 import (
 	"fmt"
+	"net/http"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
@@ -42,8 +44,18 @@ func LeanRESTSource[T Object](c, lean rest.Interface, gvr schema.GroupVersionRes
 // speaks HTTP/1.1 on a connection of its own unless cfg sets
 // TLSClientConfig.NextProtos or a Transport (as WithWatchConfig's). T's
 // kinds are looked up in s. It returns src unchanged when T is not a
-// protobuf message the reader can decode.
+// protobuf message the reader can decode. Its watches go through the
+// stream client shared by every source built from an equal cfg (see
+// streamconn.go); WithProtoWatchAndClient names the client.
 func WithProtoWatch[T Object](src Source[T], cfg *rest.Config, s *runtime.Scheme) (Source[T], error) {
+	return WithProtoWatchAndClient(src, cfg, s, nil)
+}
+
+// WithProtoWatchAndClient is WithProtoWatch whose watch requests go
+// through hc, a client from NewStreamClient for cfg's server and
+// credentials that the caller shares among its sources and owns; nil hc
+// is WithProtoWatch's shared client.
+func WithProtoWatchAndClient[T Object](src Source[T], cfg *rest.Config, s *runtime.Scheme, hc *http.Client) (Source[T], error) {
 	lw, ok := src.LW.(*restLW)
 	if !ok {
 		return src, fmt.Errorf("cache: WithProtoWatch needs a source from RESTSource or LeanRESTSource, got %T", src.LW)
@@ -52,7 +64,7 @@ func WithProtoWatch[T Object](src Source[T], cfg *rest.Config, s *runtime.Scheme
 	if !ok {
 		return src, nil
 	}
-	stream, err := newProtoStream[T](cfg, kinds)
+	stream, err := newProtoStream[T](cfg, kinds, hc)
 	if err != nil {
 		return src, fmt.Errorf("cache: protobuf watch for %s: %w", src.Resource, err)
 	}

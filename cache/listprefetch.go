@@ -285,7 +285,8 @@ func (r *reflector[T]) listPrefetched(ctx context.Context, ps pageSource) error 
 		// The source may skip decoding what the store holds unchanged
 		// (relistskip.go); it is the reflector's own (pageSource), so its
 		// items reach this function unread.
-		err := ps.listPages(withRelistFilter(ctx, session), opts, func(obj runtime.Object) error {
+		lctx, revoke := withRelistFilter(ctx, session)
+		err := ps.listPages(lctx, opts, func(obj runtime.Object) error {
 			lm, err := meta.ListAccessor(obj)
 			if err != nil {
 				return fmt.Errorf("unexpected list type %T: %w", obj, err)
@@ -294,6 +295,7 @@ func (r *reflector[T]) listPrefetched(ctx context.Context, ps pageSource) error 
 			rv = lm.GetResourceVersion()
 			return r.putPage(obj, session)
 		})
+		revoke()
 		if err != nil {
 			if isStale(err) && pages > 0 && !restarted {
 				continue // the continue token expired mid-list: start over once

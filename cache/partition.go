@@ -167,7 +167,8 @@ func (l *partitionLW) listPages(ctx context.Context, opts metav1.ListOptions, ea
 	if tweak != nil {
 		tweak(&opts)
 	}
-	ctx = withRelistFilter(ctx, nil)
+	ctx, revoke := withRelistFilter(ctx, nil) // none: keep must see whole objects
+	defer revoke()
 	return l.lw.(pageSource).listPages(ctx, opts, func(obj runtime.Object) error {
 		if keep != nil {
 			if err := filterList(obj, keep); err != nil {

@@ -258,11 +258,12 @@ func (r *reflector[T]) watchList(ctx context.Context) error {
 	opts.AllowWatchBookmarks = true
 	opts.TimeoutSeconds = r.watchTimeout()
 	session := r.store.BeginReplace()
-	wctx := ctx
+	wctx, revoke := ctx, func() {}
 	if relaysEvents(r.lw) {
-		wctx = withRelistFilter(ctx, session)
+		wctx, revoke = withRelistFilter(ctx, session)
 	}
 	w, err := r.lw.Watch(wctx, opts)
+	revoke() // the stream took the filter; the request's context must not keep the store
 	if err != nil {
 		return fmt.Errorf("watch-list %s: %w", r.resource, err)
 	}

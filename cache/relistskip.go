@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -133,21 +134,57 @@ func relayedFrom(lw ListerWatcher, is func(ListerWatcher) bool) (ListerWatcher, 
 	return nil, false
 }
 
-// relistFilterKey carries a watch-list's relistFilter to the watch request.
+// relistFilterKey carries a watch-list's relistFilter to the watch
+// request, lent for the Watch call (see lent).
 type relistFilterKey struct{}
 
 // withRelistFilter marks ctx's watch request as the watch-list of f's
-// session. The mark travels in the context (through wrappers that
-// relaysEvents accepted); sources that cannot peek at wire bytes ignore
-// it.
-func withRelistFilter(ctx context.Context, f relistFilter) context.Context {
-	return context.WithValue(ctx, relistFilterKey{}, f)
+// session; call revoke when the Watch call returns. The mark travels in
+// the context (through wrappers that relaysEvents accepted); sources that
+// cannot peek at wire bytes ignore it, and so does a wrapper that opens
+// the watch after Watch returned: the filter is then revoked, and the
+// objects are decoded as without it.
+func withRelistFilter(ctx context.Context, f relistFilter) (_ context.Context, revoke func()) {
+	l := lend(&f)
+	return context.WithValue(ctx, relistFilterKey{}, l), l.revoke
 }
 
+// relistFilterOf returns the relistFilter lent through ctx, or nil if
+// there is none or it was revoked.
 func relistFilterOf(ctx context.Context) relistFilter {
-	f, _ := ctx.Value(relistFilterKey{}).(relistFilter)
-	return f
+	l, _ := ctx.Value(relistFilterKey{}).(*lent[relistFilter])
+	if f := l.get(); f != nil {
+		return *f
+	}
+	return nil
 }
+
+// lent is a value a caller lends to the callee of one call through the
+// call's context, and takes back (revoke) when the call returns. A context
+// can outlive its call: whatever keeps a request's context (net/http,
+// client-go, a RoundTripper wrapper, a tracing exporter) would otherwise
+// keep the informer's store or its spec-reuse table, and so its whole
+// cache, after the informer stopped. A revoked loan keeps nothing. The
+// callee must take what it needs during the call (the watch readers copy
+// the value into the stream they return).
+type lent[V any] struct{ p atomic.Pointer[V] }
+
+func lend[V any](v *V) *lent[V] {
+	l := &lent[V]{}
+	l.p.Store(v)
+	return l
+}
+
+// get returns the value, or nil if l is nil or revoked. Safe for
+// concurrent use.
+func (l *lent[V]) get() *V {
+	if l == nil {
+		return nil
+	}
+	return l.p.Load()
+}
+
+func (l *lent[V]) revoke() { l.p.Store(nil) }
 
 // Protobuf field numbers of metav1.ObjectMeta the peek reads
 // (k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto).

@@ -93,7 +93,9 @@ func informerConfig(cfg *rest.Config) *rest.Config {
 // no I/O until the informer runs. When the informer runs DefaultTransform
 // (its default), managedFields and the last-applied annotation are cut out
 // of the wire bytes before decoding, so they are never allocated (see
-// Options.FullDecode).
+// Options.FullDecode). Its watches speak HTTP/1.1 through the stream
+// client that every source built from an equal cfg shares (see
+// streamconn.go).
 func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, scope Scope) (Source[T], error) {
 	c := informerConfig(cfg)
 	gv := gvr.GroupVersion()
@@ -119,7 +121,7 @@ func TypedSource[T Object](cfg *rest.Config, gvr schema.GroupVersionResource, sc
 		}
 		lw := src.LW.(*restLW)
 		lw.lean = lean
-		if lw.stream, err = newProtoStream[T](c, kinds); err != nil {
+		if lw.stream, err = newProtoStream[T](c, kinds, nil); err != nil {
 			return Source[T]{}, fmt.Errorf("client for %s: %w", gvr, err)
 		}
 		if lw.pages = newPageDecoders(c.NegotiatedSerializer, lc.NegotiatedSerializer); lw.pages != nil {

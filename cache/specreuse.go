@@ -198,17 +198,23 @@ func singleField(msg []byte, num uint64) (start, valStart, end int, ok bool) {
 	return start, valStart, end, found
 }
 
-// specReuseKey carries an informer's specReuse to its watch requests.
+// specReuseKey carries an informer's specReuse to its watch requests,
+// lent for the Watch call (see lent).
 type specReuseKey struct{}
 
-func withSpecReuse(ctx context.Context, s *specReuse) context.Context {
+// withSpecReuse lends s to the callee through ctx; call revoke when the
+// call returns.
+func withSpecReuse(ctx context.Context, s *specReuse) (_ context.Context, revoke func()) {
 	if s == nil {
-		return ctx
+		return ctx, func() {}
 	}
-	return context.WithValue(ctx, specReuseKey{}, s)
+	l := lend(s)
+	return context.WithValue(ctx, specReuseKey{}, l), l.revoke
 }
 
+// specReuseOf returns the specReuse lent through ctx, or nil if there is
+// none or it was revoked.
 func specReuseOf(ctx context.Context) *specReuse {
-	s, _ := ctx.Value(specReuseKey{}).(*specReuse)
-	return s
+	l, _ := ctx.Value(specReuseKey{}).(*lent[specReuse])
+	return l.get()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -233,8 +234,10 @@ type protoStream struct {
 }
 
 // newProtoStream returns a protoStream for T from cfg, the config of T's
-// REST client (protobuf serializer set).
-func newProtoStream[T Object](cfg *rest.Config, kinds wireKinds) (*protoStream, error) {
+// REST client (protobuf serializer set), whose requests go through hc (a
+// stream client, see NewStreamClient), or if hc is nil through the shared
+// stream client of cfg (sharedStreamClient).
+func newProtoStream[T Object](cfg *rest.Config, kinds wireKinds, hc *http.Client) (*protoStream, error) {
 	var fallback runtime.Decoder
 	for _, info := range cfg.NegotiatedSerializer.SupportedMediaTypes() {
 		if info.MediaType == runtime.ContentTypeProtobuf && info.Serializer != nil {
@@ -244,10 +247,16 @@ func newProtoStream[T Object](cfg *rest.Config, kinds wireKinds) (*protoStream, 
 	if fallback == nil {
 		return nil, errors.New("the serializer has no protobuf decoder")
 	}
+	if hc == nil {
+		var err error
+		if hc, err = sharedStreamClient(cfg); err != nil {
+			return nil, err
+		}
+	}
 	wc := streamConfig(cfg) // HTTP/1.1, a connection of its own
 	wc.AcceptContentTypes = runtime.ContentTypeProtobuf
 	wc.RateLimiter, wc.QPS = nil, -1
-	c, err := rest.RESTClientFor(wc)
+	c, err := rest.RESTClientForConfigAndClient(wc, hc)
 	if err != nil {
 		return nil, err
 	}

@@ -120,8 +120,8 @@ func isLean(ctx context.Context) bool { v, _ := ctx.Value(leanKey{}).(bool); ret
 
 // leanLW marks every request it passes on for lean decoding, and its
 // watches and prefetched paginated lists with the informer's specReuse
-// (if not nil). The marks travel in
-// the context, so ListerWatcher wrappers in between keep them.
+// (if not nil), lent to watches for the Watch call (see lent). The marks
+// travel in the context, so ListerWatcher wrappers in between keep them.
 type leanLW struct {
 	ListerWatcher
 	reuse *specReuse
@@ -132,7 +132,9 @@ func (l leanLW) List(ctx context.Context, opts metav1.ListOptions) (runtime.Obje
 }
 
 func (l leanLW) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return l.ListerWatcher.Watch(withSpecReuse(withLean(ctx), l.reuse), opts)
+	ctx, revoke := withSpecReuse(withLean(ctx), l.reuse)
+	defer revoke() // the stream took it if it uses it; the request's context must not keep it
+	return l.ListerWatcher.Watch(ctx, opts)
 }
 
 // canListPages and listPages pass the wrapped ListerWatcher's prefetching
@@ -143,5 +145,7 @@ func (l leanLW) canListPages() bool {
 }
 
 func (l leanLW) listPages(ctx context.Context, opts metav1.ListOptions, each func(runtime.Object) error) error {
-	return l.ListerWatcher.(pageSource).listPages(withSpecReuse(withLean(ctx), l.reuse), opts, each)
+	ctx, revoke := withSpecReuse(withLean(ctx), l.reuse)
+	defer revoke() // the pages are read within the call
+	return l.ListerWatcher.(pageSource).listPages(ctx, opts, each)
 }

@@ -19,7 +19,12 @@
 //     protobuf; custom resources use JSON. One HTTP client (one connection
 //     pool, HTTP/2) is shared by every request of a Client except its
 //     informers' watches, which speak HTTP/1.1 on a connection each (see
-//     cache.WithWatchConfig and cache.WithProtoWatch).
+//     cache.WithWatchConfig and cache.WithProtoWatch) through a second
+//     HTTP client that all of them share (built when the first informer
+//     is created; a connection a stopped watch leaves idle is taken by the
+//     next one). A Client has no Close: both clients live as long as the
+//     Client, and their idle connections close after client-go's 90 s
+//     idle timeout.
 //   - Reads. Get and List are served from the Client's informer for the type
 //     when there is one (created by InformerFor, by the builder's For, Owns
 //     and Watches, or by a manager), waiting for its first sync; otherwise
@@ -130,8 +135,12 @@ type Options struct {
 // Client reads from informer caches and writes to the API server. Create it
 // with New (or take a manager's). Its methods are safe for concurrent use.
 type Client struct {
-	cfg     *rest.Config
-	http    *http.Client
+	cfg  *rest.Config
+	http *http.Client
+	// stream is the HTTP client of every informer's watches (HTTP/1.1,
+	// see cache.NewStreamClient), built on first use and kept for the
+	// Client's life.
+	stream  func() (*http.Client, error)
 	scheme  *runtime.Scheme
 	codecs  serializer.CodecFactory
 	mapper  meta.RESTMapper
@@ -202,6 +211,7 @@ func New(cfg *rest.Config, o Options) (*Client, error) {
 		rest:  map[schema.GroupVersion]*rest.RESTClient{}, leanRest: map[reflect.Type]*rest.RESTClient{},
 		informers: map[reflect.Type]typedInformer{},
 	}
+	c.stream = sync.OnceValues(func() (*http.Client, error) { return cache.NewStreamClient(cfg) })
 	if c.mapper == nil {
 		dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
 		if err != nil {

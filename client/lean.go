@@ -16,13 +16,18 @@ import (
 // cache.TypedSource does. Both share the client's HTTP client. Watches,
 // built-in and custom alike, go through a REST client of their own built
 // from the client's config: HTTP/1.1 on a connection per watch, as
-// cache.TypedSource's and cache.CustomSourceFor's — except for a built-in
-// type the lean decoder does not know, whose watch shares the client's
-// REST client (HTTP/2).
+// cache.TypedSource's and cache.CustomSourceFor's, all through the
+// client's one stream HTTP client — except for a built-in type the lean
+// decoder does not know, whose watch shares the client's REST client
+// (HTTP/2).
 func informerSource[T Object](c *Client, m *mapping, scope cache.Scope) (cache.Source[T], error) {
+	stream, err := c.stream()
+	if err != nil {
+		return cache.Source[T]{}, fmt.Errorf("client: watch client for %v: %w", m.gvr, err)
+	}
 	if !builtIn(m.gvk.GroupVersion()) {
 		// Wire bytes straight into T.
-		return cache.WithWatchConfig(cache.CustomSource[T](m.rc, m.gvr, scope), c.restConfig(m.gvk.GroupVersion()))
+		return cache.WithWatchConfigAndClient(cache.CustomSource[T](m.rc, m.gvr, scope), c.restConfig(m.gvk.GroupVersion()), stream)
 	}
 	lean, ok, err := c.leanClient(m, reflect.TypeFor[T](), func(cfg *rest.Config) bool {
 		ns, ok := cache.LeanSerializer[T](cfg.NegotiatedSerializer, c.scheme)
@@ -36,7 +41,7 @@ func informerSource[T Object](c *Client, m *mapping, scope cache.Scope) (cache.S
 		return cache.RESTSource[T](m.rc, m.gvr, scope), nil
 	}
 	// Watches read on the reflector's goroutine, as cache.TypedSource's.
-	return cache.WithProtoWatch(cache.LeanRESTSource[T](m.rc, lean, m.gvr, scope), c.restConfig(m.gvk.GroupVersion()), c.scheme)
+	return cache.WithProtoWatchAndClient(cache.LeanRESTSource[T](m.rc, lean, m.gvr, scope), c.restConfig(m.gvk.GroupVersion()), c.scheme, stream)
 }
 
 // leanClient returns the lean REST client of typ (built once per type, as

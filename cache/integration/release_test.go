@@ -122,17 +122,25 @@ func TestStoppedInformerIsReleased(t *testing.T) {
 	ns := testenv.Namespace(t, base)
 	createPods(t, ctx, base, ns, releasePods)
 	for _, tc := range []struct {
-		name string
-		mode cache.WatchListMode
-		keep bool
+		name  string
+		mode  cache.WatchListMode
+		keep  bool
+		fresh bool // a config client-go has no transport for yet: the informer's requests dial
 	}{
-		{"watchlist", cache.WatchListOn, false},
-		{"paginated", cache.WatchListOff, false},
-		{"watchlist/contexts kept", cache.WatchListOn, true},
-		{"paginated/contexts kept", cache.WatchListOff, true},
+		{"watchlist", cache.WatchListOn, false, false},
+		{"paginated", cache.WatchListOff, false, false},
+		{"watchlist/contexts kept", cache.WatchListOn, true, false},
+		{"paginated/contexts kept", cache.WatchListOff, true, false},
+		{"auto/new connections", cache.WatchListAuto, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := rest.CopyConfig(base)
+			if tc.fresh {
+				// Part of client-go's transport cache key, so a new
+				// transport whose first connection the informer dials.
+				cfg.DisableCompression = true
+				cfg.UserAgent = "release-test/" + tc.name
+			}
 			keeper := &contextKeeper{}
 			if tc.keep {
 				cfg.Wrap(keeper.wrap)

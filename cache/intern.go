@@ -118,14 +118,20 @@ func shareMap[K ~string, V comparable](in *interner, m map[K]V, internValue func
 // garbage too), or for a map that fills its group (see groupFull) a new
 // one.
 func internEntries[K ~string, V any](in *interner, m map[K]V, internValue func(V) V) map[K]V {
-	out := m
-	if groupFull(len(m)) {
-		out = make(map[K]V, len(m))
-	}
+	out := writable(m)
 	for k, v := range m {
 		out[internAs(in, k)] = internValue(v)
 	}
 	return out
+}
+
+// writable is where rewriting m's entries goes: m itself, or a new empty
+// map of the same size if writing to m would grow it (see groupFull).
+func writable[K comparable, V any](m map[K]V) map[K]V {
+	if groupFull(len(m)) {
+		return make(map[K]V, len(m))
+	}
+	return m
 }
 
 // groupSlots is how many entries a Go map keeps in its one group before it

@@ -42,42 +42,33 @@ func (in *interner) unstructured(obj map[string]any) map[string]any {
 	if in.seenTrees == nil {
 		in.seenStrs, in.seenTrees = new(seenStrings), new(seenTrees)
 	}
-	out := outMap(obj)
-	for k, v := range obj {
+	return in.uOwn(obj, false)
+}
+
+// uOwn interns m, a map that is never shared itself: the object's root,
+// or (meta) its metadata, whose unique strings are only re-keyed. It
+// returns m, or a new map if m fills its group.
+func (in *interner) uOwn(m map[string]any, meta bool) map[string]any {
+	out := writable(m)
+	for k, v := range m {
 		k = in.s(k)
-		if md, ok := v.(map[string]any); ok && k == "metadata" {
-			out[k] = in.uMeta(md)
-			continue
+		switch x := v.(type) {
+		case map[string]any:
+			if !meta && k == "metadata" {
+				out[k] = in.uOwn(x, true)
+				continue
+			}
+		case string:
+			if meta && uniqueMeta[k] {
+				// Re-keyed only. A value taken out of an interface and
+				// put back is boxed anew, so it is stored as it came.
+				out[k] = v
+				continue
+			}
 		}
 		out[k], _, _, _ = in.uValue(v)
 	}
 	return out
-}
-
-// uMeta interns md, an object's metadata, as unstructured does its root:
-// md itself is never shared.
-func (in *interner) uMeta(md map[string]any) map[string]any {
-	out := outMap(md)
-	for k, v := range md {
-		k = in.s(k)
-		if _, ok := v.(string); ok && uniqueMeta[k] {
-			// Re-keyed only. A value taken out of an interface and put
-			// back is boxed anew, so it is stored as it came.
-			out[k] = v
-			continue
-		}
-		out[k], _, _, _ = in.uValue(v)
-	}
-	return out
-}
-
-// outMap is where interning m's entries goes: m itself, or a new map of the
-// same size when writing to m would grow it (see groupFull).
-func outMap(m map[string]any) map[string]any {
-	if groupFull(len(m)) {
-		return make(map[string]any, len(m))
-	}
-	return m
 }
 
 // uValue returns v interned: a string in its shared box, a map or slice
@@ -153,7 +144,7 @@ func (in *interner) uMap(m map[string]any) (any, uint64, int, bool) {
 	var h uint64
 	size := 48
 	all := m != nil // a nil map (a Transform may leave one) is never kept
-	out := outMap(m)
+	out := writable(m)
 	for k, v := range m {
 		k = in.s(k)
 		nv, hv, sv, ok := in.uValue(v)

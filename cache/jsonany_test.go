@@ -141,18 +141,7 @@ func FuzzJSONAny(f *testing.F) {
 // informer runs them.
 func BenchmarkJSONAnyDecode(b *testing.B) {
 	const n = 2000
-	objs := make([][]byte, n)
-	raw := make([][]byte, n)
-	size := 0
-	for i := range objs {
-		raw[i] = fooJSON(i)
-		s, err := stripJSONObject(append([]byte(nil), raw[i]...))
-		if err != nil {
-			b.Fatal(err)
-		}
-		objs[i] = s
-		size += len(s)
-	}
+	raw, objs, size := fooWire(b, n)
 	b.Run("decoder=kjson", func(b *testing.B) {
 		b.SetBytes(int64(size))
 		for b.Loop() {

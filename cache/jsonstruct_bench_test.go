@@ -96,11 +96,11 @@ func TestFooJSONFast(t *testing.T) {
 // last-applied annotation already cut; and, on the Foos as served,
 // stripJSONObject then kjson (wireDecoder.decode without the fast path)
 // against wireDecoder.decode (the wire plan skips what strip would cut).
-func BenchmarkJSONStructDecode(b *testing.B) {
-	const n = 2000
-	objs := make([][]byte, n)
-	raw := make([][]byte, n)
-	size := 0
+// fooWire is n Foos as the server sends them (raw) and as stripJSONObject
+// leaves them (objs), with the stripped bytes' total size.
+func fooWire(b *testing.B, n int) (raw, objs [][]byte, size int) {
+	b.Helper()
+	raw, objs = make([][]byte, n), make([][]byte, n)
 	for i := range objs {
 		raw[i] = fooJSON(i)
 		s, err := stripJSONObject(append([]byte(nil), raw[i]...))
@@ -110,6 +110,12 @@ func BenchmarkJSONStructDecode(b *testing.B) {
 		objs[i] = s
 		size += len(s)
 	}
+	return raw, objs, size
+}
+
+func BenchmarkJSONStructDecode(b *testing.B) {
+	const n = 2000
+	raw, objs, size := fooWire(b, n)
 	plan := jsonPlanFor(reflect.TypeFor[fooCR]())
 	b.Run("decoder=kjson", func(b *testing.B) {
 		b.SetBytes(int64(size))
